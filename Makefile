@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint bench system-deps venv clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+system-deps:
+	@scripts/install-system-deps
+
+## Start the platform on the embedded default (SQLite, local sandboxes) at http://$(HOST):$(PORT)
+run: system-deps venv
+	$(PY) manage.py migrate --no-input -v 0
+	$(PY) manage.py lap_bootstrap
+	$(PY) manage.py lap_serve --host $(HOST) --port $(PORT)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+
+## The whole suite (SQLite unless DATABASE_URL / REDIS_URL are set)
+test: system-deps venv lint
+	$(PY) manage.py makemigrations --check --dry-run -v 0 --settings lapsite.settings_test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: system-deps venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .lap-state

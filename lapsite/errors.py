@@ -1,0 +1,51 @@
+"""Domain errors raised by services; the API layer renders them as ``{"error", "code"}``."""
+
+from __future__ import annotations
+
+
+class LapError(Exception):
+    """Base class: an expected failure with an HTTP status and a stable slug."""
+
+    status = 400
+    code = "bad_request"
+    default_message = "bad request"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or self.default_message
+        if code:
+            self.code = code
+        super().__init__(self.message)
+
+
+class NotFound(LapError):
+    status = 404
+    code = "not_found"
+    default_message = "not found"
+
+
+class Forbidden(LapError):
+    status = 403
+    code = "forbidden"
+    default_message = "forbidden"
+
+
+class Conflict(LapError):
+    """The object is in a state that does not allow the operation (e.g. session not ready)."""
+
+    status = 409
+    code = "conflict"
+    default_message = "conflict"
+
+
+class Unavailable(LapError):
+    """A backend (driver, sandbox, database) cannot serve the request right now."""
+
+    status = 503
+    code = "unavailable"
+    default_message = "backend unavailable"
+
+
+class GatewayTimeout(LapError):
+    status = 504
+    code = "timeout"
+    default_message = "timed out"

@@ -1,0 +1,168 @@
+"""Settings, read once from the environment.
+
+With nothing set this is the embedded default: SQLite, the in-memory channel
+layer, the django-q2 ORM broker and the local sandbox driver, with keys
+generated into ``LAP_HOME``. Production differs only through environment values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+from lapsite.state import ensure_home, generated_keys
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+LAP_HOME = ensure_home(Path(env.str("LAP_HOME", default=str(BASE_DIR / ".lap-state"))).resolve())
+_generated = generated_keys(LAP_HOME)
+
+
+def _key(name: str) -> str:
+    return env.str(name, default=_generated[name])
+
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = _key("DJANGO_SECRET_KEY")
+LAP_MASTER_KEY = _key("LAP_MASTER_KEY")
+# Newest first: encrypt with the first, decrypt with any (rotation).
+LAP_ENCRYPTION_KEYS = env.list("LAP_ENCRYPTION_KEYS", default=[_generated["LAP_ENCRYPTION_KEYS"]])
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "django_q",
+    "agents",
+    "sandboxes",
+    "terminals",
+    "vault",
+    "pool",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "lapsite.urls"
+ASGI_APPLICATION = "lapsite.asgi.application"
+WSGI_APPLICATION = "lapsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{LAP_HOME / 'lap.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (daphne, the q cluster) share the file: wait for locks.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    )
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+Q_CLUSTER = {
+    "name": "lap",
+    "workers": env.int("LAP_WORKERS", default=2),
+    "timeout": 300,
+    "retry": 360,
+    "max_attempts": 1,
+    "catch_up": False,
+    "poll": 0.2,
+    "ack_failures": True,
+    **({"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}),
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = LAP_HOME / "static"
+LOGIN_URL = "/admin/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "lapsite.auth.MasterKeyAuthentication",
+        "lapsite.auth.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "lapsite.api.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LAP — agent platform API",
+    "DESCRIPTION": "Compatible with LiteLLM Agent Platform clients.",
+    "VERSION": "1.0.0",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}
+
+# Sandboxes
+LAP_SANDBOX_DRIVER = env.str("LAP_SANDBOX_DRIVER", default="local")
+LAP_IDLE_TIMEOUT = env.int("LAP_IDLE_TIMEOUT", default=24 * 60 * 60)  # seconds
+LAP_CREATING_TIMEOUT = env.int("LAP_CREATING_TIMEOUT", default=300)  # seconds
+LAP_TTY_TOKEN_TTL = env.int("LAP_TTY_TOKEN_TTL", default=24 * 60 * 60)  # seconds
+LITELLM_API_BASE = env.str("LITELLM_API_BASE", default="")
+LITELLM_API_KEY = env.str("LITELLM_API_KEY", default="")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LAP_LOG_LEVEL", default="INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

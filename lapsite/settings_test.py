@@ -1,0 +1,15 @@
+"""Test-only overrides: speed and determinism, nothing else."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Every test run gets its own state directory (database file, keys, sandboxes);
+# tests/conftest.py removes it at the end of the run.
+os.environ.setdefault("LAP_HOME", tempfile.mkdtemp(prefix="lap-test-"))
+
+from lapsite.settings import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405

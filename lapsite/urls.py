@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from lapsite import health
+
+API = "api/v1/managed_agents/"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", health.HealthzView.as_view(), name="healthz"),
+    path("metrics", health.metrics_view, name="metrics"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(API, include("agents.urls")),
+    path(API, include("sandboxes.urls")),
+]

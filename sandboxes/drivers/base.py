@@ -1,0 +1,102 @@
+"""The sandbox driver interface: the one seam between services and sandboxes.
+
+Services (``sandboxes/services.py``, ``pool/services.py``) are the only callers.
+Drivers get plain dataclasses, never Django models, so they stay importable in
+processes that have no Django (the Kubernetes test double, benchmarks).
+
+Every driver promises:
+
+- ``create(spec)`` is idempotent on ``spec.sandbox_id``: creating a sandbox that
+  already exists returns its handle instead of making a second one.
+- ``wait_ready(handle, timeout)`` returns once the runner answers ``/healthz``,
+  or raises ``DriverError`` (with the reason, e.g. an image pull failure).
+- ``endpoints(handle)`` says where the platform reaches the runner and the vault.
+- ``destroy(handle)`` kills every process of the sandbox and removes what it
+  owned; destroying a sandbox that is already gone succeeds.
+- ``list()`` returns every sandbox the driver knows, with its labels, so
+  reconcile can find orphans and sandboxes that died (with the reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+LABEL_SANDBOX = "lap.sandbox/id"
+LABEL_SESSION = "lap.session/id"
+LABEL_AGENT = "lap.agent/id"
+LABEL_POOL_HARNESS = "lap.pool/harness"
+
+
+class DriverError(Exception):
+    """A driver operation failed. ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DriverUnavailable(DriverError):
+    """The driver cannot work on this machine at all (e.g. bubblewrap is missing)."""
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """Host rules: exact names, ``*.suffix`` wildcards, IPs or CIDRs."""
+
+    allow_out: tuple[str, ...] = ()
+    deny_out: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_mb: int = 2048
+    pids: int = 512
+    cpus: float = 2.0
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    sandbox_id: str
+    harness: str
+    runner_token: str
+    labels: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+    # Key material for the vault sidecar (sealing key, CA); empty until the vault lands.
+    vault_material: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SandboxHandle:
+    sandbox_id: str
+    driver: str
+    ref: str  # driver-specific: a directory for local, a pod name for kubernetes
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    runner_url: str  # "unix:///path/to/runner.sock" or "http://10.1.2.3:7681"
+    vault_url: str | None = None  # the vault's control endpoint
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    handle: SandboxHandle
+    labels: dict[str, str]
+    state: str  # "pending" | "running" | "exited"
+    reason: str = ""  # why it exited or is stuck, e.g. "OOMKilled", "ImagePullBackOff"
+
+
+class SandboxDriver(Protocol):
+    name: str
+
+    def create(self, spec: SandboxSpec) -> SandboxHandle: ...
+
+    def wait_ready(self, handle: SandboxHandle, timeout: float) -> None: ...
+
+    def endpoints(self, handle: SandboxHandle) -> Endpoints: ...
+
+    def destroy(self, handle: SandboxHandle) -> None: ...
+
+    def list(self) -> list[SandboxInfo]: ...

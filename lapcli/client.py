@@ -1,0 +1,198 @@
+"""A small synchronous client for the LAP REST API (``/api/v1/managed_agents``).
+
+It speaks only the documented API (DESIGN.md "REST API"), so it works against any compatible
+server. Guarantees:
+
+* every non-2xx answer raises :class:`lapcli.status.ApiError` carrying the server's
+  ``{"error": …}`` message; transport failures surface as ``httpx`` exceptions, which
+  :func:`lapcli.status.describe` turns into one line;
+* list calls walk every page (``limit``/``offset``), so nothing is silently capped at the first 50;
+* streaming calls (``exec``, ``message_stream``) yield parsed frames as they arrive and always
+  close the response.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from lapcli.status import AgentNotFound, api_error_from_response
+
+API_PREFIX = "/api/v1/managed_agents"
+PAGE_SIZE = 200
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+Json = dict[str, Any]
+
+
+class Client:
+    """The platform at ``url`` (scheme and host, optionally a path prefix) as user ``key``."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        verify: bool = True,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.verify = verify
+        self._http = httpx.Client(
+            base_url=self.url + API_PREFIX,
+            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
+            transport=transport,
+            verify=verify,
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- agents ---------------------------------------------------------------------------
+
+    def list_agents(self) -> list[Json]:
+        """Every agent, across all pages."""
+        return self._all_pages("/agents", {})
+
+    def resolve_agent(self, wanted: str) -> Json:
+        """The agent whose name or id is exactly ``wanted``. Raises :class:`AgentNotFound`
+        with the closest names otherwise."""
+        agents = self.list_agents()
+        for agent in agents:
+            if agent.get("name") == wanted or str(agent.get("id")) == wanted:
+                return agent
+        raise AgentNotFound(wanted, [str(agent.get("name")) for agent in agents])
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def create_session(self, agent_id: str, title: str = "lap-cli") -> Json:
+        """Start a session; the platform answers at once with ``status: "creating"``."""
+        return self._json("POST", f"/agents/{agent_id}/session", json={"title": title})
+
+    def get_session(self, session_id: str) -> Json:
+        return self._json("GET", f"/sessions/{session_id}")
+
+    def list_sessions(self, agent_id: str | None = None) -> list[Json]:
+        """Sessions (optionally of one agent), across all pages."""
+        return self._all_pages("/sessions", {"agent_id": agent_id} if agent_id else {})
+
+    def delete_session(self, session_id: str) -> Json:
+        """Stop a session's sandbox. Idempotent on the server."""
+        response = self._request("DELETE", f"/sessions/{session_id}")
+        return _json_or_empty(response)
+
+    def abort(self, session_id: str) -> None:
+        """Abort the in-flight chat turn of an API-harness session."""
+        self._request("POST", f"/sessions/{session_id}/abort")
+
+    def exec(self, session_id: str, argv: list[str], timeout: float | None) -> Iterator[Json]:
+        """Run ``argv`` in the session's sandbox; yields the NDJSON frames
+        (``{stream, data}`` …, then ``{exit_code}``) as they arrive."""
+        body: Json = {"argv": argv}
+        if timeout is not None:
+            body["timeout"] = timeout
+        with self._stream("POST", f"/sessions/{session_id}/exec", body) as response:
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    def message_stream(self, session_id: str, text: str) -> Iterator[Json]:
+        """Send one chat message; yields the Server-Sent Event payloads of the reply."""
+        with self._stream("POST", f"/sessions/{session_id}/message_stream", {"text": text}) as resp:
+            data: list[str] = []
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+                elif not line and data:
+                    yield _parse_event("\n".join(data))
+                    data = []
+            if data:
+                yield _parse_event("\n".join(data))
+
+    def tty_url(self, session: Json) -> str:
+        """The WebSocket URL of a session's terminal: its (usually relative) ``tty_url``
+        resolved against the platform URL, with http→ws and https→wss."""
+        raw = session.get("tty_url") or f"{API_PREFIX}/sessions/{session['id']}/tty"
+        parts = urlsplit(urljoin(self.url + "/", raw))
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+        return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _all_pages(self, path: str, params: dict[str, str]) -> list[Json]:
+        items: list[Json] = []
+        offset = 0
+        while True:
+            page = self._json("GET", path, params={**params, "limit": PAGE_SIZE, "offset": offset})
+            if isinstance(page, list):  # servers that return a bare array have no pages
+                return items + page
+            data = page.get("data") or []
+            items.extend(data)
+            offset += len(data)
+            total = page.get("total")
+            if not data or (isinstance(total, int) and offset >= total):
+                return items
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        if response.is_error:
+            raise api_error_from_response(response)
+        return response
+
+    def _stream(self, method: str, path: str, body: Json) -> _Stream:
+        return _Stream(self._http, method, path, body)
+
+
+class _Stream:
+    """A streaming request that raises :class:`ApiError` for an error status."""
+
+    def __init__(self, http: httpx.Client, method: str, path: str, body: Json) -> None:
+        self._cm = http.stream(method, path, json=body, timeout=httpx.Timeout(30.0, read=None))
+
+    def __enter__(self) -> httpx.Response:
+        response = self._cm.__enter__()
+        if response.is_error:
+            response.read()
+            error = api_error_from_response(response)
+            self._cm.__exit__(None, None, None)
+            raise error
+        return response
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
+
+
+def session_id_from(value: str) -> str:
+    """Accept a session id or a URL containing ``/sessions/<uuid>``."""
+    if "/" in value:
+        match = UUID_RE.search(value.split("/sessions/", 1)[-1])
+        if match:
+            return match.group(0)
+    return value
+
+
+def _json_or_empty(response: httpx.Response) -> Json:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _parse_event(data: str) -> Json:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return {"type": "text", "text": data}
+    return event if isinstance(event, dict) else {"type": "text", "text": str(event)}

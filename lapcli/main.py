@@ -1,0 +1,360 @@
+"""The ``lap`` command line: log in, list agents and sessions, open a terminal or a chat, exec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import httpx
+
+from lapcli import chat, config
+from lapcli.client import Client, session_id_from
+from lapcli.context import Environment
+from lapcli.progress import wait_ready
+from lapcli.status import ExitStatus, LapError, describe
+
+pass_env = click.make_pass_decorator(Environment, ensure=True)
+
+
+class LapGroup(click.Group):
+    """A group where an unknown first word is an agent (``lap NAME`` means ``lap open NAME``)
+    and where every expected failure becomes one line on stderr and an :class:`ExitStatus`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (LapError, KeyboardInterrupt, httpx.TransportError) as exc:
+            env = ctx.find_object(Environment)
+            status, message = describe(exc, env.url if env else None)
+            click.echo(f"lap: {message}", err=True)
+            ctx.exit(status)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            return "open", self.get_command(ctx, "open"), args
+        return super().resolve_command(ctx, args)
+
+
+MAIN_EPILOG = """\b
+Examples:
+  lap login                       save the platform URL and your key
+  lap agents                      list agents
+  lap my-shell                    open a session of agent "my-shell" and attach
+  lap attach 3f2a…                re-attach to a running session (or: lap --resume 3f2a…)
+  lap exec my-shell -- make test  run one command in a new sandbox, exit with its code
+  lap sessions --agent my-shell   list that agent's sessions
+  lap stop 3f2a…                  stop a session
+
+\b
+Inside a terminal, a lone Ctrl-D detaches; the session keeps running.
+LAP_URL and LAP_KEY override the saved login; LAP_CONFIG_DIR moves ~/.lap.
+"""
+
+
+@click.group(cls=LapGroup, invoke_without_command=True, epilog=MAIN_EPILOG)
+@click.option("--resume", metavar="SESSION", help="Re-attach to a running session (= lap attach).")
+@click.option("--insecure", is_flag=True, help="Do not verify the platform's TLS certificate.")
+@click.version_option(package_name="lap", prog_name="lap")
+@click.pass_context
+def cli(ctx: click.Context, resume: str | None, insecure: bool) -> None:
+    """Run and attach to coding agents on a LAP platform, like ssh for sandboxes."""
+    env = ctx.ensure_object(Environment)
+    env.insecure = env.insecure or insecure
+    ctx.call_on_close(env.close)
+    if ctx.invoked_subcommand is None:
+        if resume:
+            ctx.invoke(attach_cmd, session=resume)
+        else:
+            click.echo(ctx.get_help())
+
+
+# -- login / logout / config -------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  lap login
+  lap login --url https://lap.example.com --key "$LAP_KEY"
+"""
+)
+@click.option("--url", help="Platform URL, e.g. https://lap.example.com")
+@click.option("--key", help="Master key or personal API token (prompted, hidden, if omitted).")
+@pass_env
+def login(env: Environment, url: str | None, key: str | None) -> None:
+    """Save the platform URL and key to ~/.lap/config.json (mode 0600).
+
+    The key is checked against the platform before it is saved."""
+    saved = config.load(env.config_dir)
+    if not url:
+        url = click.prompt("Platform URL", default=saved.url or None)
+    if not key:
+        key = click.prompt("Key", hide_input=True)
+    url = config.normalize_url(url)
+    key = key.strip()
+    client = env.make_client(url, key)
+    try:
+        count = len(client.list_agents())
+    finally:
+        client.close()
+    path = config.save(env.config_dir, config.Config(url=url, key=key))
+    click.echo(f"logged in to {url} ({count} agents); saved to {path}")
+
+
+@cli.command(epilog="Example:\n  lap logout")
+@pass_env
+def logout(env: Environment) -> None:
+    """Forget the saved URL and key."""
+    if config.delete(env.config_dir):
+        click.echo("logged out")
+    else:
+        click.echo("not logged in")
+
+
+@cli.command("config", epilog="Example:\n  lap config")
+@pass_env
+def config_cmd(env: Environment) -> None:
+    """Show the platform URL and the (masked) key in use, and where they come from."""
+    current = env.config
+    path = env.config_dir / config.CONFIG_NAME
+    url_source = "LAP_URL" if env.environ.get("LAP_URL") else str(path)
+    key_source = "LAP_KEY" if env.environ.get("LAP_KEY") else str(path)
+    click.echo(f"url:  {current.url or '(none)'}" + (f"  [{url_source}]" if current.url else ""))
+    click.echo(f"key:  {config.mask(current.key)}" + (f"  [{key_source}]" if current.key else ""))
+    click.echo(f"file: {path}" + ("" if path.exists() else " (absent)"))
+
+
+# -- agents / sessions / stop ---------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@cli.command(epilog="Example:\n  lap agents")
+@pass_env
+def agents(env: Environment) -> None:
+    """List every agent: name, harness, whether it has a terminal, id prefix."""
+    rows = [
+        [
+            str(agent.get("name")),
+            str(agent.get("harness_id") or ""),
+            "tui" if agent.get("supports_tui") else "chat",
+            str(agent.get("id"))[:8],
+        ]
+        for agent in sorted(env.client().list_agents(), key=lambda a: str(a.get("name")))
+    ]
+    if not rows:
+        click.echo("no agents yet (create one in the web UI or with POST /agents)")
+        return
+    click.echo(_table(rows, ["NAME", "HARNESS", "MODE", "ID"]))
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  lap sessions
+  lap sessions --agent my-shell
+"""
+)
+@click.option("--agent", "agent_name", metavar="NAME", help="Only this agent's sessions.")
+@pass_env
+def sessions(env: Environment, agent_name: str | None) -> None:
+    """List sessions: id, agent, status, phase, created."""
+    client = env.client()
+    all_agents = client.list_agents()
+    names = {str(agent.get("id")): str(agent.get("name")) for agent in all_agents}
+    agent_id = str(client.resolve_agent(agent_name)["id"]) if agent_name else None
+    found = client.list_sessions(agent_id)
+    if agent_id:  # servers that ignore the filter still show only what was asked for
+        found = [s for s in found if str(s.get("agent_id")) == agent_id]
+    if not found:
+        click.echo("no sessions")
+        return
+    rows = [
+        [
+            str(s.get("id")),
+            names.get(str(s.get("agent_id")), str(s.get("agent_id"))[:8]),
+            str(s.get("status") or ""),
+            str(s.get("phase") or ""),
+            str(s.get("created_at") or ""),
+        ]
+        for s in found
+    ]
+    click.echo(_table(rows, ["ID", "AGENT", "STATUS", "PHASE", "CREATED"]))
+
+
+@cli.command(epilog="Example:\n  lap stop 3f2a9c1e-…")
+@click.argument("session")
+@pass_env
+def stop(env: Environment, session: str) -> None:
+    """Stop a session and its sandbox (safe to repeat)."""
+    session_id = session_id_from(session)
+    result = env.client().delete_session(session_id)
+    click.echo(f"session {session_id}: {result.get('status') or 'stopped'}")
+
+
+# -- open / attach --------------------------------------------------------------------------------
+
+
+def _supports_tui(session: dict[str, Any], agent: dict[str, Any] | None = None) -> bool:
+    for source in (session, agent or {}):
+        if source.get("supports_tui") is not None:
+            return bool(source["supports_tui"])
+    return True
+
+
+def _enter(
+    env: Environment, client: Client, session: dict[str, Any], agent: dict[str, Any] | None
+) -> None:
+    """Attach a terminal or open the chat, then exit with the right status."""
+    session_id = str(session["id"])
+    if not _supports_tui(session, agent):
+        chat.repl(env, client, session_id)
+        return
+    # Imported here: termios-based terminal code is only needed when attaching.
+    from lapcli import tty
+
+    outcome = tty.attach(client, session_id)
+    if outcome.kind == "detached":
+        click.echo(f"\ndetached — re-attach with: lap attach {session_id}", err=True)
+    elif outcome.kind == "exited":
+        click.echo(f"\nsession {session_id}: process exited with code {outcome.code}", err=True)
+    elif outcome.kind == "closed":
+        click.echo(f"\nthe platform closed the terminal of session {session_id}", err=True)
+    click.get_current_context().exit(outcome.code)
+
+
+@cli.command(
+    "open",
+    epilog="""\b
+Examples:
+  lap open my-shell
+  lap my-shell                   the same, shorter (when no command has that name)
+  lap open 0b6c7f0e-…            by id
+""",
+)
+@click.argument("agent")
+@pass_env
+def open_cmd(env: Environment, agent: str) -> None:
+    """Start a new session of AGENT (name or id) and attach to it.
+
+    Shows the bring-up phases while the sandbox starts. Terminal agents get an ssh-like
+    terminal (a lone Ctrl-D detaches); API agents get a chat prompt."""
+    client = env.client()
+    found = client.resolve_agent(agent)
+    session = client.create_session(str(found["id"]))
+    print(f"session {session['id']} for agent {found.get('name')}", file=env.stderr, flush=True)
+    try:
+        session = wait_ready(env, client, session)
+    except KeyboardInterrupt:
+        client.delete_session(str(session["id"]))
+        raise LapError("cancelled; the new session was stopped", ExitStatus.INTERRUPTED) from None
+    _enter(env, client, session, found)
+
+
+@cli.command(
+    "attach",
+    epilog="""\b
+Examples:
+  lap attach 3f2a9c1e-…
+  lap attach https://lap.example.com/sessions/3f2a9c1e-…
+  lap --resume 3f2a9c1e-…
+""",
+)
+@click.argument("session")
+@pass_env
+def attach_cmd(env: Environment, session: str) -> None:
+    """Re-attach to a running session (the current screen is replayed)."""
+    client = env.client()
+    current = client.get_session(session_id_from(session))
+    if current.get("status") == "creating":
+        current = wait_ready(env, client, current)
+    _enter(env, client, current, None)
+
+
+# -- exec -----------------------------------------------------------------------------------------
+
+
+@cli.command(
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+    epilog="""\b
+Examples:
+  lap exec my-shell -- uname -a  new session, stopped afterwards
+  lap exec --keep my-shell -- make test  keep the session for later
+  lap exec --session 3f2a9c1e-… -- ls    in an existing session
+  lap exec my-shell -- sh -c 'exit 3'; echo $?   prints 3
+""",
+)
+@click.option("--session", "session_ref", metavar="ID", help="Run in this existing session.")
+@click.option("--keep", is_flag=True, help="Do not stop the new session afterwards.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Kill the command after this long.")
+@click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="[AGENT] -- CMD...")
+@pass_env
+def exec_cmd(
+    env: Environment,
+    session_ref: str | None,
+    keep: bool,
+    timeout: float | None,
+    words: tuple[str, ...],
+) -> None:
+    """Run one command non-interactively and exit with its exit code.
+
+    Its stdout and stderr go to the local stdout and stderr. Without --session a new session of
+    AGENT is started and stopped afterwards (like docker run --rm) unless --keep is given."""
+    args = list(words)
+    if args and args[0] == "--":
+        args = args[1:]
+    client = env.client()
+    created = False
+    if session_ref:
+        session_id = session_id_from(session_ref)
+    else:
+        if not args:
+            raise click.UsageError("give an AGENT (or --session ID) and a command")
+        agent_ref, args = args[0], args[1:]
+        if args and args[0] == "--":
+            args = args[1:]
+        found = client.resolve_agent(agent_ref)
+        session = client.create_session(str(found["id"]), title="lap exec")
+        session_id, created = str(session["id"]), True
+    if not args:
+        raise click.UsageError("no command given (put it after --)")
+    try:
+        if created:
+            wait_ready(env, client, session)
+        code = _stream_exec(env, client, session_id, args, timeout)
+    finally:
+        if created and not keep:
+            client.delete_session(session_id)
+    click.get_current_context().exit(code)
+
+
+def _stream_exec(
+    env: Environment, client: Client, session_id: str, argv: list[str], timeout: float | None
+) -> int:
+    for frame in client.exec(session_id, argv, timeout):
+        if "exit_code" in frame:
+            return int(frame["exit_code"])
+        if "error" in frame:
+            raise LapError(f"exec failed: {frame['error']}")
+        stream = env.stderr if frame.get("stream") == "stderr" else env.stdout
+        stream.write(str(frame.get("data", "")))
+        stream.flush()
+    raise LapError("exec ended without an exit code (the connection was cut)")
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Console-script entry point (``lap``)."""
+    cli.main(prog_name="lap")

@@ -1,0 +1,130 @@
+"""Exit statuses and the one place where failures become a line of text and an exit code.
+
+Every expected failure in `lap` is an :class:`LapError` (or a transport error from httpx or
+websockets); :func:`describe` turns any of them into ``(ExitStatus, message)``. ``main()`` is the
+only caller, so the wording of every error the user can see lives in this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import ssl
+from collections.abc import Iterable
+
+import httpx
+
+
+class ExitStatus(enum.IntEnum):
+    """Process exit codes of `lap` (httpie style). ``exec`` and ``attach`` may also exit with
+    the remote command's own code."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    AUTH = 3
+    NOT_FOUND = 4
+    UNREACHABLE = 5
+    SESSION_FAILED = 6
+    CONNECTION_LOST = 7
+    INTERRUPTED = 130
+
+
+class LapError(Exception):
+    """An expected failure: a message for the user and the exit status to end with."""
+
+    status: ExitStatus = ExitStatus.ERROR
+
+    def __init__(self, message: str, status: ExitStatus | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class NotLoggedIn(LapError):
+    status = ExitStatus.AUTH
+
+    def __init__(self) -> None:
+        super().__init__("not logged in (run: lap login, or set LAP_URL and LAP_KEY)")
+
+
+class ApiError(LapError):
+    """A non-2xx answer from the platform. ``http_status`` is the HTTP status code."""
+
+    def __init__(self, http_status: int, message: str) -> None:
+        self.http_status = http_status
+        if http_status == 401:
+            message, status = "login expired or wrong key (run: lap login)", ExitStatus.AUTH
+        elif http_status == 403:
+            status = ExitStatus.AUTH
+        elif http_status == 404:
+            status = ExitStatus.NOT_FOUND
+        else:
+            status = ExitStatus.ERROR
+        super().__init__(message, status)
+
+
+class AgentNotFound(LapError):
+    status = ExitStatus.NOT_FOUND
+
+    def __init__(self, wanted: str, names: Iterable[str]) -> None:
+        close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.5)
+        hint = f"; did you mean: {', '.join(close)}" if close else " (list them with: lap agents)"
+        super().__init__(f"no agent named {wanted!r}{hint}")
+
+
+class SessionFailed(LapError):
+    status = ExitStatus.SESSION_FAILED
+
+
+class ConnectionLost(LapError):
+    status = ExitStatus.CONNECTION_LOST
+
+
+def api_error_from_response(response: httpx.Response) -> ApiError:
+    """Build the :class:`ApiError` for a failed response, using its ``{"error": …}`` body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = "; ".join(f"{field}: {_flatten(detail)}" for field, detail in error.items())
+    elif error:
+        message = _flatten(error)
+    else:
+        request = response.request
+        message = f"{request.method} {request.url.path}: {response.status_code} "
+        message += response.reason_phrase or "error"
+    return ApiError(response.status_code, message)
+
+
+def _flatten(detail: object) -> str:
+    if isinstance(detail, list):
+        return ", ".join(_flatten(item) for item in detail)
+    if isinstance(detail, dict) and "message" in detail:
+        return str(detail["message"])
+    return str(detail)
+
+
+def describe(exc: BaseException, url: str | None) -> tuple[ExitStatus, str]:
+    """Map any expected failure to its exit status and one line of text (no traceback)."""
+    where = url or "the platform"
+    if isinstance(exc, LapError):
+        return exc.status, exc.message
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitStatus.INTERRUPTED, "interrupted"
+    if isinstance(exc, httpx.ConnectError):
+        cause = exc.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc):
+            return (
+                ExitStatus.UNREACHABLE,
+                f"TLS certificate of {where} is not trusted (use --insecure to skip the check)",
+            )
+        return ExitStatus.UNREACHABLE, f"cannot reach {where}"
+    if isinstance(exc, httpx.TimeoutException):
+        return ExitStatus.UNREACHABLE, f"{where} did not answer in time"
+    if isinstance(exc, httpx.TransportError):
+        return ExitStatus.UNREACHABLE, f"connection to {where} failed: {exc}"
+    raise exc

@@ -1,0 +1,433 @@
+"""The lap CLI through click's CliRunner with the API mocked by httpx.MockTransport."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from lapcli.client import Client, session_id_from
+from lapcli.config import mask
+from lapcli.main import cli
+from lapcli.status import ExitStatus
+
+from .conftest import KEY, FakeApi
+
+SESSION_ID = "5b0c7a3e-9d7f-4a53-8f0e-2f3c9b1d0a11"
+
+
+def agent(name: str, n: int = 0, tui: bool = True) -> dict[str, Any]:
+    return {
+        "id": f"00000000-0000-4000-8000-{n:012d}",
+        "name": name,
+        "harness_id": "shell" if tui else "opencode",
+        "supports_tui": tui,
+    }
+
+
+def paged(items: list[dict[str, Any]], page_max: int = 50):
+    def handler(request: httpx.Request) -> httpx.Response:
+        limit = min(int(request.url.params.get("limit", 50)), page_max)
+        offset = int(request.url.params.get("offset", 0))
+        body = {"data": items[offset : offset + limit], "total": len(items), "limit": limit}
+        return httpx.Response(200, json={**body, "offset": offset})
+
+    return handler
+
+
+def session(status: str = "ready", phase: str = "ready", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": SESSION_ID,
+        "agent_id": agent("shell")["id"],
+        "status": status,
+        "phase": phase,
+        "supports_tui": True,
+        **extra,
+    }
+
+
+def invoke(env: Any, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), obj=env, input=input)
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def test_login_writes_private_config_atomically(api: FakeApi, make_env, tmp_path: Path) -> None:
+    api.on("GET", "/agents", paged([agent("shell")]))
+    env = make_env(LAP_URL="", LAP_KEY="")
+    result = invoke(env, "login", "--url", "https://lap.example.com/", "--key", "sk-abcdefgh1234")
+    assert result.exit_code == 0, result.output
+    directory = tmp_path / "lapconf"
+    path = directory / "config.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert json.loads(path.read_text()) == {
+        "url": "https://lap.example.com",
+        "key": "sk-abcdefgh1234",
+    }
+    assert [p.name for p in directory.iterdir()] == ["config.json"]  # no temp file left behind
+    assert api.requests[0].headers["authorization"] == "Bearer sk-abcdefgh1234"
+    assert str(api.requests[0].url).startswith(
+        "https://lap.example.com/api/v1/managed_agents/agents"
+    )
+
+
+def test_login_prompts_and_hides_the_key(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([]))
+    env = make_env(LAP_URL="", LAP_KEY="")
+    result = invoke(env, "login", input="localhost:8000\nsecret-key-987654\n")
+    assert result.exit_code == 0, result.output
+    assert "secret-key-987654" not in result.output
+    assert "Key:" in result.output
+    assert env.config.url == "http://localhost:8000"
+    assert env.config.key == "secret-key-987654"
+
+
+def test_login_with_a_wrong_key_saves_nothing(api: FakeApi, make_env, tmp_path: Path) -> None:
+    api.on("GET", "/agents", lambda r: httpx.Response(401, json={"error": "unauthorized"}))
+    result = invoke(make_env(LAP_URL="", LAP_KEY=""), "login", "--url", "http://x", "--key", "k")
+    assert result.exit_code == ExitStatus.AUTH
+    assert result.stderr == "lap: login expired or wrong key (run: lap login)\n"
+    assert not (tmp_path / "lapconf" / "config.json").exists()
+
+
+def test_config_masks_the_key_and_names_the_env_override(make_env, tmp_path: Path) -> None:
+    env = make_env(LAP_URL="", LAP_KEY="")
+    invoke(env, "logout")
+    from lapcli import config
+
+    config.save(
+        tmp_path / "lapconf", config.Config("https://saved.example", "sk-live-abcdef123456")
+    )
+    shown = invoke(make_env(LAP_URL="https://env.example", LAP_KEY=""), "config")
+    assert shown.exit_code == 0
+    assert "sk-live-abcdef123456" not in shown.output
+    assert "sk-l…3456" in shown.output
+    assert "https://env.example  [LAP_URL]" in shown.output
+
+
+def test_logout_removes_the_config(api: FakeApi, make_env, tmp_path: Path) -> None:
+    api.on("GET", "/agents", paged([]))
+    env = make_env(LAP_URL="", LAP_KEY="")
+    invoke(env, "login", "--url", "http://lap.test", "--key", KEY)
+    assert invoke(env, "logout").output == "logged out\n"
+    assert not (tmp_path / "lapconf" / "config.json").exists()
+    assert invoke(env, "agents").stderr.startswith("lap: not logged in")
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"), [("", "(none)"), ("short", "********"), ("sk-0123456789abcdef", "sk-0…cdef")]
+)
+def test_mask(key: str, shown: str) -> None:
+    assert mask(key) == shown
+
+
+def test_env_overrides_the_saved_config(api: FakeApi, make_env, tmp_path: Path) -> None:
+    from lapcli import config
+
+    config.save(tmp_path / "lapconf", config.Config("http://saved.test", "saved-key-123456"))
+    api.on("GET", "/agents", paged([]))
+    invoke(make_env(LAP_URL="http://env.test", LAP_KEY="env-key-1234567"), "agents")
+    assert api.requests[0].url.host == "env.test"
+    assert api.requests[0].headers["authorization"] == "Bearer env-key-1234567"
+
+
+# -- agents, resolution, errors -------------------------------------------------------------------
+
+MANY = [agent(f"agent-{n:03d}", n) for n in range(120)] + [agent("shell", 500)]
+
+
+def test_agents_lists_all_three_pages(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged(MANY))
+    result = invoke(make_env(), "agents")
+    assert result.exit_code == 0, result.output
+    offsets = [r.url.params["offset"] for r in api.calls("GET", "/agents")]
+    assert offsets == ["0", "50", "100"]
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "HARNESS", "MODE", "ID"]
+    assert len(lines) == 1 + 121
+    assert lines[-1].split() == ["shell", "shell", "tui", "00000000"]
+
+
+def test_open_finds_an_agent_on_the_last_page_by_name_and_by_id(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged(MANY))
+    api.on("POST", "/agents/00000000-0000-4000-8000-000000000119/session", session("failed"))
+    by_name = invoke(make_env(), "open", "agent-119")
+    by_id = invoke(make_env(), "open", "00000000-0000-4000-8000-000000000119")
+    assert len(api.calls("POST", "/agents/00000000-0000-4000-8000-000000000119/session")) == 2
+    assert by_name.exit_code == by_id.exit_code == ExitStatus.SESSION_FAILED
+
+
+def test_unknown_agent_lists_close_names_in_one_line(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([*MANY, agent("shell-2", 501)]))
+    result = invoke(make_env(), "shel")
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert result.stderr == "lap: no agent named 'shel'; did you mean: shell, shell-2\n"
+    assert not api.calls("POST", "/agents/00000000-0000-4000-8000-000000000500/session")
+
+
+def test_unknown_agent_without_close_names_points_at_lap_agents(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("shell")]))
+    result = invoke(make_env(), "open", "zzzzzz")
+    assert result.stderr == "lap: no agent named 'zzzzzz' (list them with: lap agents)\n"
+
+
+def refuse(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+@pytest.mark.parametrize(
+    ("response", "status", "line"),
+    [
+        (
+            httpx.Response(401, json={"error": "unauthorized"}),
+            ExitStatus.AUTH,
+            "login expired or wrong key (run: lap login)",
+        ),
+        (
+            httpx.Response(400, json={"error": "limit must be 1-200"}),
+            ExitStatus.ERROR,
+            "limit must be 1-200",
+        ),
+        (
+            httpx.Response(400, json={"error": {"name": ["required"]}}),
+            ExitStatus.ERROR,
+            "name: required",
+        ),
+        (
+            httpx.Response(503, text="<html>bad gateway</html>"),
+            ExitStatus.ERROR,
+            "GET /api/v1/managed_agents/agents: 503 Service Unavailable",
+        ),
+        (refuse, ExitStatus.UNREACHABLE, "cannot reach http://lap.test"),
+    ],
+)
+def test_errors_are_one_line_with_a_mapped_status(
+    api: FakeApi, make_env, response: Any, status: ExitStatus, line: str
+) -> None:
+    api.on("GET", "/agents", response if callable(response) else lambda r: response)
+    result = invoke(make_env(), "agents")
+    assert result.exit_code == status
+    assert result.stderr == f"lap: {line}\n"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# -- sessions, stop ----------------------------------------------------------------------------
+
+
+def test_sessions_for_one_agent_passes_the_filter(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500), agent("other", 7)]))
+    api.on("GET", "/sessions", [session()])  # a server answering with a bare array
+    result = invoke(make_env(), "sessions", "--agent", "shell")
+    assert api.calls("GET", "/sessions")[0].url.params["agent_id"] == agent("shell", 500)["id"]
+    assert result.stdout == "no sessions\n"  # the one returned belongs to another agent id
+    api.on("GET", "/sessions", [session(agent_id=agent("shell", 500)["id"])])
+    listed = invoke(make_env(), "sessions", "--agent", "shell")
+    assert f"{SESSION_ID}  shell  ready   ready" in listed.stdout
+
+
+def test_stop_deletes_the_session_given_as_url(api: FakeApi, make_env) -> None:
+    api.on("DELETE", f"/sessions/{SESSION_ID}", {"id": SESSION_ID, "status": "deleted"})
+    result = invoke(make_env(), "stop", f"https://lap.example.com/sessions/{SESSION_ID}")
+    assert result.stdout == f"session {SESSION_ID}: deleted\n"
+
+
+# -- open: progress, failure, chat ----------------------------------------------------------------
+
+
+def bring_up(api: FakeApi, states: list[dict[str, Any]]) -> None:
+    """POST returns states[0]; each GET of the session returns the next state."""
+    remaining = list(states)
+    api.on("POST", "/agents/00000000-0000-4000-8000-000000000500/session", remaining.pop(0))
+    api.on(
+        "GET",
+        f"/sessions/{SESSION_ID}",
+        lambda r: httpx.Response(
+            200, json=remaining.pop(0) if len(remaining) > 1 else remaining[0]
+        ),
+    )
+
+
+def test_open_prints_one_plain_line_per_phase_without_a_tty(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500)]))
+    bring_up(
+        api,
+        [
+            session("creating", "claiming_warm"),
+            session("creating", "creating_sandbox"),
+            session("creating", "creating_sandbox"),
+            session("creating", "starting_harness"),
+            session(
+                "failed", "starting_harness", failure_reason="image pull failed: no such image"
+            ),
+        ],
+    )
+    result = invoke(make_env(), "shell")
+    assert result.exit_code == ExitStatus.SESSION_FAILED
+    phases = [line.split(" (")[0].strip() for line in result.stderr.splitlines()[1:-1]]
+    assert phases == ["claiming_warm", "creating_sandbox", "starting_harness"]
+    assert "\x1b" not in result.stderr  # no spinner escape codes when stderr is not a TTY
+    assert result.stderr.splitlines()[-1] == (
+        f"lap: session {SESSION_ID} failed: image pull failed: no such image"
+    )
+
+
+def sse(*frames: dict[str, Any]) -> bytes:
+    return b"".join(f"data: {json.dumps(f)}\n\n".encode() for f in frames)
+
+
+def test_chat_agent_opens_a_repl_that_streams_replies(api: FakeApi, make_env) -> None:
+    chat_agent = agent("helper", 500, tui=False)
+    api.on("GET", "/agents", paged([chat_agent]))
+    bring_up(
+        api,
+        [session("creating", "creating_sandbox", supports_tui=False), session(supports_tui=False)],
+    )
+    part = {"type": "text", "id": "p1"}
+    api.on(
+        "POST",
+        f"/sessions/{SESSION_ID}/message_stream",
+        lambda r: httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=sse(
+                {"type": "ready"},
+                {
+                    "type": "harness_event",
+                    "event": {
+                        "type": "message.part.updated",
+                        "properties": {"part": {**part, "text": "Hel"}},
+                    },
+                },
+                {
+                    "type": "harness_event",
+                    "event": {
+                        "type": "message.part.updated",
+                        "properties": {"part": {**part, "text": "Hello!"}},
+                    },
+                },
+                {"type": "done"},
+            ),
+        ),
+    )
+    result = invoke(make_env(), "helper", input="hi there\n")
+    assert result.exit_code == 0, result.output
+    sent = api.calls("POST", f"/sessions/{SESSION_ID}/message_stream")
+    assert [json.loads(r.content) for r in sent] == [{"text": "hi there"}]
+    assert "Hello!\n" in result.stdout
+    assert "Hel" + "Hello!" not in result.stdout  # cumulative part text is not repeated
+    assert f"lap attach {SESSION_ID}" in result.stderr
+
+
+# -- exec ---------------------------------------------------------------------------------------
+
+
+def ndjson(*frames: dict[str, Any]) -> httpx.Response:
+    body = b"".join(json.dumps(f).encode() + b"\n" for f in frames)
+    return httpx.Response(200, headers={"content-type": "application/x-ndjson"}, content=body)
+
+
+def test_exec_streams_output_and_exits_with_the_command_code(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500)]))
+    bring_up(api, [session("creating", "creating_sandbox"), session()])
+    api.on(
+        "POST",
+        f"/sessions/{SESSION_ID}/exec",
+        lambda r: ndjson(
+            {"stream": "stdout", "data": "out 1\n"},
+            {"stream": "stderr", "data": "oops\n"},
+            {"stream": "stdout", "data": "out 2\n"},
+            {"exit_code": 7},
+        ),
+    )
+    api.on("DELETE", f"/sessions/{SESSION_ID}", {"id": SESSION_ID, "status": "deleted"})
+    result = invoke(make_env(), "exec", "--timeout", "30", "shell", "--", "sh", "-c", "exit 7")
+    assert result.exit_code == 7
+    assert result.stdout == "out 1\nout 2\n"
+    assert "oops\n" in result.stderr
+    body = json.loads(api.calls("POST", f"/sessions/{SESSION_ID}/exec")[0].content)
+    assert body == {"argv": ["sh", "-c", "exit 7"], "timeout": 30.0}
+    assert len(api.calls("DELETE", f"/sessions/{SESSION_ID}")) == 1
+
+
+def test_exec_keep_leaves_the_session_running(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500)]))
+    bring_up(api, [session()])
+    api.on("POST", f"/sessions/{SESSION_ID}/exec", lambda r: ndjson({"exit_code": 0}))
+    result = invoke(make_env(), "exec", "--keep", "shell", "true")
+    assert result.exit_code == 0
+    assert not api.calls("DELETE", f"/sessions/{SESSION_ID}")
+
+
+def test_exec_in_an_existing_session_neither_creates_nor_stops(api: FakeApi, make_env) -> None:
+    api.on("POST", f"/sessions/{SESSION_ID}/exec", lambda r: ndjson({"exit_code": 3}))
+    result = invoke(make_env(), "exec", "--session", SESSION_ID, "--", "false", "-x")
+    assert result.exit_code == 3
+    assert json.loads(api.requests[0].content)["argv"] == ["false", "-x"]
+    assert [r.method for r in api.requests] == ["POST"]
+
+
+def test_exec_cut_short_is_an_error_and_still_stops_the_session(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500)]))
+    bring_up(api, [session()])
+    api.on(
+        "POST", f"/sessions/{SESSION_ID}/exec", lambda r: ndjson({"stream": "stdout", "data": "x"})
+    )
+    api.on("DELETE", f"/sessions/{SESSION_ID}", {"id": SESSION_ID, "status": "deleted"})
+    result = invoke(make_env(), "exec", "shell", "--", "yes")
+    assert result.exit_code == ExitStatus.ERROR
+    assert result.stderr.endswith("lap: exec ended without an exit code (the connection was cut)\n")
+    assert len(api.calls("DELETE", f"/sessions/{SESSION_ID}")) == 1
+
+
+# -- small pieces --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "tty_url", "expected"),
+    [
+        (
+            "https://lap.example.com",
+            "/api/v1/managed_agents/sessions/s1/tty",
+            "wss://lap.example.com/api/v1/managed_agents/sessions/s1/tty",
+        ),
+        (
+            "http://127.0.0.1:8000",
+            "/api/v1/managed_agents/sessions/s1/tty",
+            "ws://127.0.0.1:8000/api/v1/managed_agents/sessions/s1/tty",
+        ),
+        ("http://h", "wss://other.example/tty?x=1", "wss://other.example/tty?x=1"),
+        ("https://h", None, "wss://h/api/v1/managed_agents/sessions/s1/tty"),
+    ],
+)
+def test_tty_url_is_derived_from_the_platform_url(
+    url: str, tty_url: str | None, expected: str
+) -> None:
+    assert Client(url, "k").tty_url({"id": "s1", "tty_url": tty_url}) == expected
+
+
+def test_session_id_from_accepts_ids_and_urls() -> None:
+    assert session_id_from(SESSION_ID) == SESSION_ID
+    assert session_id_from(f"https://lap.example.com/sessions/{SESSION_ID}/") == SESSION_ID
+
+
+def test_help_of_every_command_has_examples() -> None:
+    for name in [None, *cli.commands]:
+        result = CliRunner().invoke(cli, [name, "--help"] if name else ["--help"])
+        assert result.exit_code == 0
+        assert "Example" in result.output, name
+
+
+def test_close_codes_match_the_server() -> None:
+    protocol = pytest.importorskip("terminals.protocol")
+    from lapcli import tty
+
+    ours = {name: value for name, value in vars(tty).items() if name.startswith("CLOSE_")}
+    theirs = {name: getattr(protocol, name) for name in ours if hasattr(protocol, name)}
+    assert theirs == {name: ours[name] for name in theirs}

@@ -1,0 +1,49 @@
+"""The harness registry: which agent programs a sandbox can run, and how.
+
+A TUI harness runs under the runner's PTY and people attach to it with a
+terminal (``lap``, the browser). An API harness serves an HTTP API inside the
+sandbox that the platform drives turn by turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Harness:
+    id: str
+    title: str
+    supports_tui: bool
+    argv: tuple[str, ...]  # what the runner starts (``POST /start``)
+    needs_llm: bool = True
+
+
+HARNESSES: dict[str, Harness] = {
+    harness.id: harness
+    for harness in (
+        Harness("shell", "Shell (bash)", supports_tui=True, argv=("bash", "-l"), needs_llm=False),
+        Harness("claude-code", "Claude Code", supports_tui=True, argv=("claude",)),
+        Harness("codex", "Codex", supports_tui=True, argv=("codex",)),
+        Harness(
+            "opencode",
+            "opencode",
+            supports_tui=False,
+            argv=("opencode", "serve", "--hostname", "127.0.0.1", "--port", "4096"),
+        ),
+        Harness(
+            "claude-agent-sdk",
+            "Claude Agent SDK",
+            supports_tui=False,
+            argv=("python3", "-m", "lap_sdk_harness", "--port", "4096"),
+        ),
+    )
+}
+
+
+def harness_get(harness_id: str) -> Harness | None:
+    return HARNESSES.get(harness_id)
+
+
+def harness_ids() -> list[str]:
+    return list(HARNESSES)

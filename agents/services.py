@@ -1,0 +1,173 @@
+"""Agent operations: the only code that creates, changes or deletes agents."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from agents.models import Agent
+from agents.validation import agent_errors, first_error
+from lapsite.errors import Conflict, LapError, NotFound
+from sandboxes.services import session_stop_all_for_agent
+from vault import crypto
+
+# What responses show instead of a secret value; carries nothing from the value.
+SECRET_MASK = "••••••••"  # noqa: S105
+
+UPDATABLE = (
+    "name",
+    "model",
+    "harness_id",
+    "prompt",
+    "repo_url",
+    "branch",
+    "env_vars",
+    "env_var_hosts",
+    "allow_out",
+    "deny_out",
+)
+
+
+class AgentInvalid(LapError):
+    code = "invalid"
+    default_message = "invalid agent"
+
+
+def agent_get(agent_id: str) -> Agent:
+    """The agent whose id (a UUID) or name is ``agent_id``; ``NotFound`` otherwise."""
+    try:
+        lookup = Q(pk=uuid.UUID(agent_id))
+    except ValueError:
+        lookup = Q(name=agent_id)
+    agent = Agent.objects.filter(lookup).first()
+    if agent is None:
+        raise NotFound(f"agent '{agent_id}' not found")
+    return agent
+
+
+def agent_list(*, search: str = "", limit: int = 50, offset: int = 0) -> tuple[list[Agent], int]:
+    """One page of agents, newest first, and the total matching ``search``."""
+    agents = Agent.objects.all()
+    if search:
+        agents = agents.filter(
+            Q(name__icontains=search) | Q(harness_id__icontains=search) | Q(id__icontains=search)
+        )
+    return list(agents[offset : offset + limit]), agents.count()
+
+
+def env_var_names(agent: Agent) -> list[str]:
+    return sorted(agent.env_vars)
+
+
+def env_vars_masked(stored: Mapping[str, str]) -> dict[str, str]:
+    return dict.fromkeys(sorted(stored), SECRET_MASK)
+
+
+def env_vars_merge(agent: Agent, incoming: Mapping[str, str] | None) -> dict[str, str]:
+    """The plaintext env vars after an update that sends ``incoming`` (None: unchanged).
+
+    ``incoming`` replaces the whole map, except that a value equal to the mask
+    keeps that key's stored secret, so a client that sends back what it read
+    never overwrites a secret with its mask.
+    """
+    current = crypto.decrypt_map(agent.env_vars)
+    if incoming is None:
+        return current
+    return {
+        name: current[name] if value == SECRET_MASK and name in current else value
+        for name, value in incoming.items()
+    }
+
+
+def _check(agent: Agent, env_plain: Mapping[str, str]) -> None:
+    errors = agent_errors(
+        name=agent.name,
+        harness_id=agent.harness_id,
+        repo_url=agent.repo_url,
+        branch=agent.branch,
+        env_vars=env_plain,
+        env_var_hosts=agent.env_var_hosts,
+        allow_out=agent.allow_out,
+        deny_out=agent.deny_out,
+    )
+    if errors:
+        raise AgentInvalid(first_error(errors))
+
+
+def _save(agent: Agent) -> None:
+    if Agent.objects.filter(name=agent.name).exclude(pk=agent.pk).exists():
+        raise Conflict(f"an agent named '{agent.name}' already exists", code="name_taken")
+    try:
+        with transaction.atomic():
+            agent.save()
+    except IntegrityError as error:  # lost a race with a concurrent create of the same name
+        raise Conflict(
+            f"an agent named '{agent.name}' already exists", code="name_taken"
+        ) from error
+
+
+def agent_create(
+    *,
+    user: AbstractBaseUser | None,
+    name: str,
+    harness_id: str,
+    model: str = "",
+    prompt: str = "",
+    repo_url: str = "",
+    branch: str = "main",
+    env_vars: Mapping[str, str] | None = None,
+    env_var_hosts: Mapping[str, list[str]] | None = None,
+    allow_out: list[str] | None = None,
+    deny_out: list[str] | None = None,
+) -> Agent:
+    """Create an agent; secrets are encrypted before they are stored.
+
+    Raises ``AgentInvalid`` (400) for bad input and ``Conflict`` when the name is taken.
+    """
+    env_plain = dict(env_vars or {})
+    agent = Agent(
+        name=name,
+        harness_id=harness_id,
+        model=model,
+        prompt=prompt,
+        repo_url=repo_url,
+        branch=branch or "main",
+        env_var_hosts=dict(env_var_hosts or {}),
+        allow_out=list(allow_out or []),
+        deny_out=list(deny_out or []),
+        created_by=user if user is not None and user.pk else None,
+    )
+    _check(agent, env_plain)
+    agent.env_vars = crypto.encrypt_map(env_plain)
+    _save(agent)
+    return agent
+
+
+def agent_update(agent: Agent, **changes: Any) -> Agent:
+    """Apply a partial update and validate the result as a whole (``env_vars_merge``).
+
+    Raises ``AgentInvalid`` (400) for bad input and ``Conflict`` when the name is taken.
+    """
+    unknown = set(changes) - set(UPDATABLE)
+    if unknown:
+        raise AgentInvalid(f"cannot update {', '.join(sorted(unknown))}")
+    env_plain = env_vars_merge(agent, changes.pop("env_vars", None))
+    for field, value in changes.items():
+        setattr(agent, field, value)
+    if not agent.branch:
+        agent.branch = "main"
+    _check(agent, env_plain)
+    agent.env_vars = crypto.encrypt_map(env_plain)
+    _save(agent)
+    return agent
+
+
+def agent_delete(agent: Agent) -> None:
+    """Stop the agent's live sessions (destroying their sandboxes), then delete it."""
+    session_stop_all_for_agent(agent)
+    agent.delete()

@@ -1,0 +1,58 @@
+"""Prometheus metrics: HTTP requests by view and status, sessions by status.
+
+Request metrics live in this process (daphne); the session gauge is computed
+from the database at each scrape, so it is right whichever process serves it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sandboxes.services import session_counts_by_status
+
+REQUESTS = Counter("lap_http_requests_total", "HTTP requests served", ["view", "method", "status"])
+LATENCY = Histogram(
+    "lap_http_request_duration_seconds", "Time to answer an HTTP request", ["view", "method"]
+)
+
+
+def _sessions_gauge() -> GaugeMetricFamily:
+    return GaugeMetricFamily("lap_sessions", "Sessions by status", labels=["status"])
+
+
+class SessionsByStatus(Collector):
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Without describe() the registry would call collect() (a query) at import time.
+        yield _sessions_gauge()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = _sessions_gauge()
+        for status, count in session_counts_by_status().items():
+            gauge.add_metric([status], count)
+        yield gauge
+
+
+REGISTRY.register(SessionsByStatus())
+
+
+class MetricsMiddleware:
+    """Counts and times every request, labelled by the resolved view name."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = request.resolver_match
+        # Unmatched paths share one label so random URLs cannot grow the series without bound.
+        view = match.view_name if match is not None else "<unmatched>"
+        LATENCY.labels(view, request.method).observe(time.perf_counter() - started)
+        REQUESTS.labels(view, request.method, str(response.status_code)).inc()
+        return response

@@ -1,0 +1,58 @@
+"""OpenAPI pieces shared by every app: the one error shape and common responses."""
+
+from __future__ import annotations
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    """What every failure looks like (rendered by ``lapsite.api.exception_handler``)."""
+
+    error = serializers.CharField(help_text="a readable message")
+    code = serializers.CharField(help_text="a stable slug, e.g. invalid, not_found, conflict")
+    fields = serializers.DictField(
+        required=False,
+        child=serializers.JSONField(),
+        help_text="validation only: messages per field",
+    )
+
+
+_DESCRIPTIONS = {
+    400: "invalid input (field messages in `fields`)",
+    401: "missing or wrong credentials",
+    403: "not allowed",
+    404: "not found",
+    409: "conflict with the current state",
+    503: "a backend is unavailable",
+}
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    """Error responses for ``@extend_schema(responses=...)``; 401 is always included."""
+    return {
+        status: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[status])
+        for status in sorted({401, *statuses})
+    }
+
+
+class MasterKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "lapsite.auth.MasterKeyAuthentication"
+    name = "masterKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "the platform master key"}
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "lapsite.auth.BearerTokenAuthentication"
+    name = "apiToken"
+    priority = 1  # over drf-spectacular's own TokenAuthentication extension
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "a per-user API token (admin, or `manage.py lap_token`)",
+        }

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from agents.harnesses import harness_get
+from agents.models import Agent
+
+
+class Session(models.Model):
+    """One sandbox running one harness for one agent.
+
+    Status moves ``creating → ready → dead`` or ``creating → failed``; every
+    change goes through ``transition`` (compare-and-set), so a stop that wins
+    cannot be undone by a bring-up finishing late.
+    """
+
+    class Status(models.TextChoices):
+        CREATING = "creating"
+        READY = "ready"
+        FAILED = "failed"
+        DEAD = "dead"
+
+    class Phase(models.TextChoices):
+        CLAIMING_WARM = "claiming_warm"
+        CREATING_SANDBOX = "creating_sandbox"
+        STARTING_VAULT = "starting_vault"
+        PUSHING_SECRETS = "pushing_secrets"
+        STARTING_HARNESS = "starting_harness"
+        CLONING_REPO = "cloning_repo"
+        READY = "ready"
+
+    LIVE = (Status.CREATING, Status.READY)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
+    # Copied from the agent at create: a later PATCH of the agent must not change
+    # what a running session says about itself (e.g. supports_tui).
+    harness_id = models.CharField(max_length=50)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATING)
+    phase = models.CharField(max_length=32, choices=Phase.choices, blank=True, default="")
+    phase_detail = models.CharField(max_length=500, blank=True, default="")
+    failure_reason = models.TextField(blank=True, default="")
+    title = models.CharField(max_length=200, blank=True, default="")
+    initial_prompt = models.TextField(blank=True, default="")
+    env_vars = models.JSONField(default=dict, blank=True)  # NAME → encrypted value
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sessions",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["status", "last_seen_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}/{self.id}"
+
+    @property
+    def supports_tui(self) -> bool:
+        harness = harness_get(self.harness_id)
+        return bool(harness and harness.supports_tui)
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE
+
+    def transition(self, *, expected: tuple[str, ...], **changes: Any) -> bool:
+        """Write ``changes`` only if the row's status is still one of ``expected``.
+
+        Returns whether this call won; on success the instance is updated too.
+        """
+        won = Session.objects.filter(pk=self.pk, status__in=expected).update(**changes) == 1
+        if won:
+            for field, value in changes.items():
+                setattr(self, field, value)
+        return won
+
+
+class Sandbox(models.Model):
+    """A sandbox a driver made; ``id`` is the sandbox id given to the driver."""
+
+    class State(models.TextChoices):
+        CREATING = "creating"
+        RUNNING = "running"
+        DESTROYED = "destroyed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Null for warm-pool sandboxes not yet claimed, and after the session is deleted.
+    session = models.ForeignKey(
+        Session, null=True, blank=True, on_delete=models.SET_NULL, related_name="sandboxes"
+    )
+    driver = models.CharField(max_length=50)
+    ref = models.CharField(max_length=500, blank=True, default="")
+    runner_url = models.CharField(max_length=500, blank=True, default="")
+    runner_token = models.TextField(blank=True, default="")  # encrypted (vault.crypto)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CREATING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    destroyed_at = models.DateTimeField(null=True, blank=True)
+    labels = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.driver}:{self.id}"
+
+
+class SessionMessage(models.Model):
+    """One turn of the durable conversation log; rows are appended, then completed once."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        COMPLETE = "complete"
+        FAILED = "failed"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveIntegerField()
+    role = models.CharField(max_length=16, choices=Role.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    parts = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="session_message_seq_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.seq}"

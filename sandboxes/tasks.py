@@ -1,0 +1,30 @@
+"""django-q2 entry points: thin, idempotent wrappers over ``sandboxes.services``."""
+
+from __future__ import annotations
+
+import logging
+
+from sandboxes import services
+from sandboxes.models import Session
+
+logger = logging.getLogger(__name__)
+
+
+def session_bring_up(session_id: str) -> None:
+    try:
+        services.session_bring_up(session_id)
+    except Exception as error:
+        # Anything the service did not turn into a failure (a runner or programming
+        # error) still must not leave the session stuck in creating.
+        logger.exception("bring-up of session %s failed", session_id)
+        session = Session.objects.filter(pk=session_id).first()
+        if session is not None:
+            services.session_fail(session, f"bring-up failed: {error}")
+        raise
+
+
+def sandbox_reconcile() -> dict[str, int]:
+    counts = services.reconcile()
+    if counts:
+        logger.info("reconcile: %s", counts)
+    return counts

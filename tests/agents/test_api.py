@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.models import Agent
+from sandboxes.models import Session
+from tests.conftest import SECRET
+
+pytestmark = pytest.mark.django_db
+
+AGENTS = "/api/v1/managed_agents/agents"
+
+
+def create(client, **overrides):
+    body = {"name": "a1", "harness_id": "shell", **overrides}
+    return client.post(AGENTS, body, format="json")
+
+
+def test_create_returns_agent_without_secret_values(api_client):
+    response = create(
+        api_client,
+        model="anthropic/claude-sonnet-4-6",
+        repo_url="https://github.com/example/repo",
+        env_vars={"GITHUB_TOKEN": SECRET, "OTHER": "x" * 40},
+        env_var_hosts={"GITHUB_TOKEN": ["api.github.com"]},
+        allow_out=["*.github.com"],
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["name"] == "a1"
+    assert body["supports_tui"] is True
+    assert body["branch"] == "main"
+    assert set(body["env_vars"]) == {"GITHUB_TOKEN", "OTHER"}
+    assert SECRET not in response.content.decode()
+    assert all(SECRET[-4:] not in mask for mask in body["env_vars"].values())
+    stored = Agent.objects.get(pk=body["id"])
+    assert stored.env_vars["GITHUB_TOKEN"] != SECRET  # encrypted at rest
+
+
+def test_secret_never_appears_in_any_response(api_client, agent, user):
+    bodies = [
+        api_client.get(AGENTS).content,
+        api_client.get(f"{AGENTS}/{agent.id}").content,
+        api_client.get(f"{AGENTS}/{agent.name}").content,
+        api_client.patch(f"{AGENTS}/{agent.id}", {"prompt": "p"}, format="json").content,
+        api_client.post(f"{AGENTS}/{agent.id}/session", {}, format="json").content,
+        api_client.get("/api/v1/managed_agents/sessions").content,
+    ]
+    for body in bodies:
+        assert SECRET not in body.decode()
+
+
+def test_unknown_harness_is_a_field_error(api_client):
+    response = create(api_client, harness_id="nope")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert "unknown harness" in body["fields"]["harness_id"][0]
+    assert "shell" in body["fields"]["harness_id"][0]
+
+
+@pytest.mark.parametrize("name", ["LITELLM_API_KEY", "GIT_TOKEN", "PORT", "REPO_URL"])
+def test_reserved_env_key_is_rejected(api_client, name):
+    response = create(api_client, env_vars={name: "v"})
+    assert response.status_code == 400
+    assert "reserved" in response.json()["fields"]["env_vars"][0]
+    assert not Agent.objects.exists()
+
+
+def test_fifty_one_keys_are_rejected_fifty_accepted(api_client):
+    keys = {f"K{i}": "v" for i in range(51)}
+    response = create(api_client, env_vars=keys)
+    assert response.status_code == 400
+    assert "at most 50 keys" in response.json()["fields"]["env_vars"][0]
+    keys.pop("K50")
+    assert create(api_client, env_vars=keys).status_code == 201
+
+
+def test_env_vars_over_16_kib_are_rejected(api_client):
+    response = create(api_client, env_vars={"BIG": "x" * (16 * 1024)})
+    assert response.status_code == 400
+    assert "bytes" in response.json()["fields"]["env_vars"][0]
+
+
+@pytest.mark.parametrize("name", ["1ABC", "A-B", "A B", ""])
+def test_bad_env_names_are_rejected(api_client, name):
+    response = create(api_client, env_vars={name: "v"})
+    assert response.status_code == 400
+    assert "env_vars" in response.json()["fields"]
+
+
+@pytest.mark.parametrize(
+    "repo_url", ["http://github.com/x/y", "git@github.com:x/y.git", "https://u:p@github.com/x/y"]
+)
+def test_repo_url_must_be_plain_https(api_client, repo_url):
+    response = create(api_client, repo_url=repo_url)
+    assert response.status_code == 400
+    assert "repo_url" in response.json()["fields"]
+
+
+def test_env_var_hosts_key_must_be_an_env_var(api_client):
+    response = create(api_client, env_var_hosts={"MISSING": ["api.github.com"]})
+    assert response.status_code == 400
+    assert "not a key of env_vars" in response.json()["fields"]["env_var_hosts"][0]
+
+
+def test_env_var_hosts_must_be_covered_by_allow_out(api_client):
+    response = create(
+        api_client,
+        env_vars={"TOKEN": "v"},
+        env_var_hosts={"TOKEN": ["evil.example.com"]},
+        allow_out=["*.github.com"],
+    )
+    assert response.status_code == 400
+    assert "not covered by allow_out" in response.json()["fields"]["env_var_hosts"][0]
+
+
+def test_env_var_hosts_free_when_allow_out_empty(api_client):
+    response = create(api_client, env_vars={"TOKEN": "v"}, env_var_hosts={"TOKEN": ["a.b.c"]})
+    assert response.status_code == 201
+
+
+def test_bad_json_is_a_400_json_error(api_client):
+    response = api_client.post(AGENTS, data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["code"] == "parse_error"
+
+
+def test_non_object_body_is_a_400(api_client):
+    response = api_client.post(AGENTS, data=json.dumps([1]), content_type="application/json")
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+def test_missing_name_is_a_field_error(api_client):
+    response = api_client.post(AGENTS, {"harness_id": "shell"}, format="json")
+    assert response.status_code == 400
+    assert "name" in response.json()["fields"]
+
+
+def test_duplicate_name_is_a_conflict(api_client, agent):
+    response = create(api_client, name=agent.name)
+    assert response.status_code == 409
+    assert response.json()["code"] == "name_taken"
+
+
+def test_name_may_not_be_a_uuid(api_client, agent):
+    response = create(api_client, name=str(agent.id))
+    assert response.status_code == 400
+    assert "name" in response.json()["fields"]
+
+
+def test_get_by_id_and_by_name(api_client, agent):
+    by_id = api_client.get(f"{AGENTS}/{agent.id}")
+    by_name = api_client.get(f"{AGENTS}/{agent.name}")
+    assert by_id.status_code == by_name.status_code == 200
+    assert by_id.json() == by_name.json()
+
+
+def test_unknown_agent_is_404_json(api_client):
+    response = api_client.get(f"{AGENTS}/nobody")
+    assert response.status_code == 404
+    assert response.json() == {"error": "agent 'nobody' not found", "code": "not_found"}
+
+
+def test_list_paginates_newest_first(api_client):
+    for index in range(5):
+        assert create(api_client, name=f"agent-{index}").status_code == 201
+    response = api_client.get(AGENTS, {"limit": 2, "offset": 1})
+    body = response.json()
+    assert response.status_code == 200
+    assert (body["total"], body["limit"], body["offset"]) == (5, 2, 1)
+    assert [agent["name"] for agent in body["data"]] == ["agent-3", "agent-2"]
+
+
+@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"offset": -1}, {"limit": "x"}])
+def test_list_rejects_bad_paging(api_client, query):
+    response = api_client.get(AGENTS, query)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+
+
+def test_list_searches_name_harness_and_id(api_client):
+    shell = create(api_client, name="builder").json()
+    create(api_client, name="coder", harness_id="codex")
+    assert [a["name"] for a in api_client.get(AGENTS, {"search": "BUILD"}).json()["data"]] == [
+        "builder"
+    ]
+    assert [a["name"] for a in api_client.get(AGENTS, {"search": "codex"}).json()["data"]] == [
+        "coder"
+    ]
+    by_id = api_client.get(AGENTS, {"search": shell["id"]}).json()
+    assert [a["name"] for a in by_id["data"]] == ["builder"]
+    assert by_id["total"] == 1
+
+
+def test_patch_changes_fields_and_keeps_masked_secrets(api_client, agent):
+    current = api_client.get(f"{AGENTS}/{agent.id}").json()
+    env_vars = {**current["env_vars"], "NEW": "new-value"}
+    response = api_client.patch(
+        f"{AGENTS}/{agent.name}", {"prompt": "be brief", "env_vars": env_vars}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["prompt"] == "be brief"
+    assert set(response.json()["env_vars"]) == {"GITHUB_TOKEN", "NEW"}
+    agent.refresh_from_db()
+    from vault.crypto import decrypt_map
+
+    assert decrypt_map(agent.env_vars) == {"GITHUB_TOKEN": SECRET, "NEW": "new-value"}
+
+
+def test_patch_validates_merged_state(api_client, agent):
+    # The agent binds GITHUB_TOKEN to api.github.com; dropping the key breaks the binding.
+    response = api_client.patch(f"{AGENTS}/{agent.id}", {"env_vars": {}}, format="json")
+    assert response.status_code == 400
+    assert "env_var_hosts" in response.json()["fields"]
+    response = api_client.patch(f"{AGENTS}/{agent.id}", {"harness_id": "bogus"}, format="json")
+    assert response.status_code == 400
+    agent.refresh_from_db()
+    assert agent.harness_id == "shell"
+
+
+def test_delete_stops_live_sessions(api_client, agent, ready_session, fake_driver):
+    sandbox_id = str(ready_session.sandboxes.get().id)
+    response = api_client.delete(f"{AGENTS}/{agent.id}")
+    assert response.status_code == 204
+    assert not Agent.objects.filter(pk=agent.pk).exists()
+    assert not Session.objects.exists()
+    assert fake_driver.destroyed == [sandbox_id]
+    assert api_client.delete(f"{AGENTS}/{agent.id}").status_code == 404

@@ -1,0 +1,19 @@
+"""The in-sandbox runner: holds the harness PTY and serves it to the platform.
+
+Runs inside every sandbox (``python -m sandboxes.runner --listen ...``), on Python 3.11 or
+newer, importing only the standard library, ``pyte`` and ``websockets``: never Django or the
+platform. ``docs/runner-protocol.md`` is the contract; in short:
+
+- ``GET /healthz``, ``POST /start``, ``POST /exec`` (streamed NDJSON), ``GET /recording``
+  and the WebSocket ``/tty``, each authenticated with ``Authorization: Bearer <token>``
+  (``LAP_RUNNER_TOKEN``, removed from the environment at start-up).
+- ``/tty`` fans the PTY out to any number of clients; each new client first gets one frame
+  with the scrollback and the current screen (``screen.py``), then the live stream. A client
+  that falls behind is closed with 4408, never waited for (``ws.py``).
+- On SIGTERM the harness's process group is killed and clients are closed with 1001.
+
+Modules: ``server`` (routing, auth, lifecycle), ``terminal`` (PTY and fan-out), ``screen``
+(scrollback ring and screen model), ``ws`` (WebSocket client), ``httpio`` (minimal HTTP),
+``execute`` (/exec), ``recording`` (asciicast v2), ``relay`` (--relay), ``protocol``
+(wire constants shared with the platform).
+"""

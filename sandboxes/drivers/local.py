@@ -1,0 +1,494 @@
+"""The local driver: every sandbox is a bubblewrap jail on this machine (see ``local_jail``).
+
+State lives in ``<home>/sandboxes/<id>/`` (mode 0711, root's when the platform is root):
+
+- ``meta.json`` (0600): labels, uid, pids with their start times, cgroups, runner token;
+- ``work/``, ``tmp/``, ``run/`` (0700, the sandbox uid's): the jail's ``/work``, ``/tmp``
+  and ``/run/lap`` (``runner.sock``, ``proxy.sock``, ``recording.cast``);
+- ``etc/``: the generated passwd/group/hosts/nsswitch.conf;
+- ``jail.log``, ``proxy.log``, ``status.json`` (bwrap's ``--json-status-fd``).
+
+Each sandbox runs two detached process trees, so they outlive the process that created them
+(a django-q2 worker may be recycled) and leave it no zombies: ``sh`` starts them in the
+background, prints the pid and exits.
+
+- The jail: ``env --default-signal`` → ``prlimit`` → ``setpriv`` (root only: a distinct
+  unprivileged uid per sandbox, no groups) → ``bwrap`` → the runner. ``sh`` first moves
+  itself into the sandbox's cgroups, so everything after it is limited from its first
+  instruction.
+- The egress proxy (``egress_proxy``) under its own unprivileged uid, outside the jail, in
+  the host network namespace, serving the socket the jail sees as ``/run/lap/proxy.sock``.
+  It exits with the jail, and the agent cannot signal it (another pid namespace).
+
+Any process finds them again through ``meta.json``; start times guard against pid reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import cgroups, local_jail
+from .base import (
+    LABEL_SANDBOX,
+    DriverError,
+    DriverUnavailable,
+    Endpoints,
+    SandboxHandle,
+    SandboxInfo,
+    SandboxSpec,
+)
+
+UID_BASE = 1_200_000
+MAX_SLOTS = 50_000
+DESTROY_BUDGET = 1.5
+SOCKET_PATH_MAX = 107
+SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+BWRAP_MISSING = (
+    "bubblewrap (bwrap) is not installed: apt-get install bubblewrap; see README → Requirements"
+)
+# Start "$@" detached (after joining the cgroups given first) and print its pid.
+LAUNCH = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 1; shift; n=$((n - 1)); done; '
+    '"$@" >&2 & echo $!'
+)
+
+
+class LocalDriver:
+    """Sandboxes as bubblewrap jails on this machine, state under ``<home>/sandboxes``.
+
+    ``home`` is the platform's state directory (``LAP_HOME``); the jails never see it.
+    ``python`` is the interpreter that runs the runner (and the egress proxy); the default,
+    ``/usr/bin/python3``, is inside ``/usr``, which every jail sees anyway. When the platform
+    runs as root, sandbox slot ``n`` runs as uid ``uid_base + 2n`` and its proxy as
+    ``uid_base + 2n + 1``; otherwise both run as the invoking user.
+    """
+
+    name = "local"
+
+    def __init__(self, home: Path, python: str | None = None, uid_base: int = UID_BASE) -> None:
+        self.home = Path(home)
+        self.root = self.home / "sandboxes"
+        self.python = python
+        self.uid_base = uid_base
+        self.privileged = os.geteuid() == 0
+        self._runtime: local_jail.Runtime | None = None
+
+    @staticmethod
+    def sandbox_env() -> dict[str, str]:
+        """Proxy variables the harness env (given at the runner's ``/start``) must carry."""
+        return dict(local_jail.SANDBOX_ENV)
+
+    def create(self, spec: SandboxSpec) -> SandboxHandle:
+        """Start the jail and its egress proxy; idempotent on ``spec.sandbox_id``."""
+        self._check_available()
+        if not SANDBOX_ID.fullmatch(spec.sandbox_id):
+            raise DriverError(f"invalid sandbox id {spec.sandbox_id!r}")
+        runtime = self._resolve_runtime()
+        directory = self.root / spec.sandbox_id
+        handle = SandboxHandle(spec.sandbox_id, self.name, str(directory))
+        socket_path = directory / "run" / local_jail.RUNNER_SOCKET
+        if len(str(socket_path)) > SOCKET_PATH_MAX:
+            raise DriverError(f"runner socket path too long for AF_UNIX: {socket_path}")
+        with self._locked():
+            meta = _read_json(directory / "meta.json")
+            if meta is not None and meta["jail_pid"]:
+                return handle
+            if directory.exists():
+                self._teardown(directory, time.monotonic() + DESTROY_BUDGET)
+            slot = self._free_slot()
+            try:
+                meta = self._start(spec, directory, slot, runtime)
+            except BaseException as exc:
+                self._teardown(directory, time.monotonic() + DESTROY_BUDGET)
+                if isinstance(exc, DriverError):
+                    raise
+                if isinstance(exc, OSError | subprocess.SubprocessError):
+                    raise DriverError(f"cannot start sandbox: {exc}", retryable=True) from exc
+                raise
+            _write_json(directory / "meta.json", meta)
+        return handle
+
+    def wait_ready(self, handle: SandboxHandle, timeout: float) -> None:
+        """Poll the runner's ``/healthz`` until it answers; DriverError if the jail died."""
+        directory = self._directory(handle)
+        meta = _read_json(directory / "meta.json")
+        if meta is None:
+            raise DriverError(f"sandbox {handle.sandbox_id} does not exist")
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        socket_path = str(directory / "run" / local_jail.RUNNER_SOCKET)
+        while True:
+            if _healthy(socket_path, meta["runner_token"]):
+                return
+            if not _alive(meta["jail_pid"], meta["jail_start"]):
+                raise DriverError(
+                    f"sandbox {handle.sandbox_id} exited before its runner was ready: "
+                    + _tail(directory / "jail.log")
+                )
+            if time.monotonic() > deadline:
+                raise DriverError(
+                    f"sandbox {handle.sandbox_id}: runner not ready after {timeout:g}s: "
+                    + _tail(directory / "jail.log"),
+                    retryable=True,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def endpoints(self, handle: SandboxHandle) -> Endpoints:
+        """The runner's unix socket; no vault control endpoint until the vault lands."""
+        socket_path = self._directory(handle) / "run" / local_jail.RUNNER_SOCKET
+        return Endpoints(runner_url=f"unix://{socket_path}")
+
+    def destroy(self, handle: SandboxHandle) -> None:
+        """Kill every process of the sandbox, remove its cgroups and directory; idempotent."""
+        directory = self._directory(handle)
+        deadline = time.monotonic() + DESTROY_BUDGET
+        with self._locked():
+            if directory.exists() and not self._teardown(directory, deadline):
+                raise DriverError(
+                    f"sandbox {handle.sandbox_id}: processes survived SIGKILL", retryable=True
+                )
+
+    def list(self) -> list[SandboxInfo]:
+        """Every sandbox directory: labels, running/exited, and why it exited."""
+        infos = []
+        if not self.root.is_dir():
+            return infos
+        with self._locked():
+            for directory in sorted(self.root.iterdir()):
+                if not directory.is_dir() or not SANDBOX_ID.fullmatch(directory.name):
+                    continue
+                handle = SandboxHandle(directory.name, self.name, str(directory))
+                meta = _read_json(directory / "meta.json")
+                if meta is None or not meta["jail_pid"]:
+                    labels = {LABEL_SANDBOX: directory.name}
+                    infos.append(SandboxInfo(handle, labels, "exited", "incomplete"))
+                    continue
+                if _alive(meta["jail_pid"], meta["jail_start"]):
+                    state, reason = "running", ""
+                elif cgroups.oom_kills(meta["cgroups"]) > 0:
+                    state, reason = "exited", "OOMKilled"
+                else:
+                    state, reason = "exited", "exited"
+                infos.append(SandboxInfo(handle, meta["labels"], state, reason))
+        return infos
+
+    def _check_available(self) -> None:
+        if shutil.which("bwrap") is None:
+            raise DriverUnavailable(BWRAP_MISSING)
+        for tool in ("setpriv", "prlimit") if self.privileged else ("prlimit",):
+            if shutil.which(tool) is None:
+                raise DriverUnavailable(f"{tool} is not installed: apt-get install util-linux")
+
+    def _resolve_runtime(self) -> local_jail.Runtime:
+        if self._runtime is None:
+            try:
+                runtime = local_jail.resolve_runtime(self.python)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise DriverUnavailable(f"the local driver cannot run the runner: {exc}") from exc
+            if self.privileged:
+                for source, _ in runtime.binds:
+                    blocked = local_jail.unreadable_by_others(source)
+                    if blocked is not None:
+                        raise DriverUnavailable(
+                            f"{source} is needed inside sandboxes, but {blocked} is not "
+                            "readable by their unprivileged uids; choose another python"
+                        )
+            self._runtime = runtime
+        return self._runtime
+
+    def _directory(self, handle: SandboxHandle) -> Path:
+        if not SANDBOX_ID.fullmatch(handle.sandbox_id):
+            raise DriverError(f"invalid sandbox id {handle.sandbox_id!r}")
+        return self.root / handle.sandbox_id
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _free_slot(self) -> int:
+        used = set()
+        for meta_file in self.root.glob("*/meta.json"):
+            meta = _read_json(meta_file)
+            if meta is not None:
+                used.add(meta["slot"])
+        for slot in range(MAX_SLOTS):
+            if slot not in used:
+                return slot
+        raise DriverError("no free sandbox uid", retryable=True)
+
+    def _uids(self, slot: int) -> tuple[int, int]:
+        if not self.privileged:
+            return os.getuid(), os.getuid()
+        return self.uid_base + 2 * slot, self.uid_base + 2 * slot + 1
+
+    def _start(
+        self, spec: SandboxSpec, directory: Path, slot: int, runtime: local_jail.Runtime
+    ) -> dict[str, Any]:
+        uid, proxy_uid = self._uids(slot)
+        hostname = "lap-" + re.sub(r"[^a-z0-9]", "", spec.sandbox_id.lower())[:8]
+        directory.mkdir(mode=0o711)
+        for name in ("work", "tmp", "run"):
+            (directory / name).mkdir(mode=0o700)
+            os.chown(directory / name, uid, uid)
+        local_jail.write_etc(directory / "etc", uid, uid, hostname)
+        tools = self.home / "tools"
+        groups = cgroups.create(spec.sandbox_id, spec.resources)
+        meta: dict[str, Any] = {
+            "sandbox_id": spec.sandbox_id,
+            "labels": {LABEL_SANDBOX: spec.sandbox_id, **spec.labels},
+            "slot": slot,
+            "uid": uid,
+            "proxy_uid": proxy_uid,
+            "runner_token": spec.runner_token,
+            "cgroups": groups,
+            "jail_pid": 0,
+            "jail_start": 0,
+            "proxy_pid": 0,
+            "proxy_start": 0,
+        }
+        # Written now, so a failure below leaves cgroups that teardown can find.
+        _write_json(directory / "meta.json", meta)
+        limits = [f"--nproc={spec.resources.pids}"] if self.privileged else []
+        if not groups:
+            limits.append(f"--as={spec.resources.memory_mb * 1024 * 1024}")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proxy_socket = directory / "run" / local_jail.PROXY_SOCKET
+            listener.bind(str(proxy_socket))
+            os.chown(proxy_socket, uid, uid)
+            os.chmod(proxy_socket, 0o600)
+            listener.listen(128)
+            with open(_private(directory / "status.json"), "wb") as status:
+                argv = local_jail.bwrap_argv(
+                    sandbox_dir=directory,
+                    runtime=runtime,
+                    hostname=hostname,
+                    tools=tools if tools.is_dir() else None,
+                    status_fd=status.fileno(),
+                    command=local_jail.runner_command(runtime),
+                )
+                jail_pid = _spawn(
+                    ["prlimit", *limits, "--", *self._as_uid(uid), *argv],
+                    env=local_jail.runner_env(spec.runner_token, tools.is_dir()),
+                    log=directory / "jail.log",
+                    cgroup_procs=[f"{group}/cgroup.procs" for group in groups.values()],
+                    pass_fds=(status.fileno(),),
+                )
+            meta.update(jail_pid=jail_pid, jail_start=_start_time(jail_pid))
+            proxy_pid = self._spawn_proxy(spec, directory, proxy_uid, listener, jail_pid, runtime)
+            meta.update(proxy_pid=proxy_pid, proxy_start=_start_time(proxy_pid))
+        finally:
+            listener.close()
+        return meta
+
+    def _spawn_proxy(
+        self,
+        spec: SandboxSpec,
+        directory: Path,
+        uid: int,
+        listener: socket.socket,
+        jail_pid: int,
+        runtime: local_jail.Runtime,
+    ) -> int:
+        rules = [f"--allow={rule}" for rule in spec.egress.allow_out]
+        rules += [f"--deny={rule}" for rule in spec.egress.deny_out]
+        # The proxy uid may not be able to read the checkout: hand it the script as an fd.
+        with open(Path(__file__).with_name("egress_proxy.py"), "rb") as script:
+            argv = [
+                *self._as_uid(uid),
+                runtime.python,
+                "-I",
+                f"/proc/self/fd/{script.fileno()}",
+                f"--fd={listener.fileno()}",
+                f"--watch-pid={jail_pid}",
+                *rules,
+            ]
+            return _spawn(
+                argv,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                log=directory / "proxy.log",
+                cgroup_procs=[],
+                pass_fds=(script.fileno(), listener.fileno()),
+            )
+
+    def _as_uid(self, uid: int) -> list[str]:
+        if not self.privileged:
+            return []
+        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+    def _teardown(self, directory: Path, deadline: float) -> bool:
+        """Kill, un-cgroup and remove one sandbox directory; False if processes survived."""
+        meta = _read_json(directory / "meta.json") or {}
+        groups: dict[str, str] = meta.get("cgroups", {})
+        jail = (meta.get("jail_pid", 0), meta.get("jail_start", 0))
+        pids = [jail, (meta.get("proxy_pid", 0), meta.get("proxy_start", 0))]
+        if _alive(*jail):
+            init = _jail_init_pid(directory)
+            pids.append((init, _start_time(init) if _parent(init) == jail[0] else 0))
+        for pid, start in pids:
+            if pid and start and _alive(pid, start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        gone = cgroups.kill(groups, deadline)
+        while any(pid and start and _alive(pid, start) for pid, start in pids):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        if not gone:
+            return False
+        cgroups.remove(groups)
+        shutil.rmtree(directory, onexc=_force_remove)
+        return True
+
+
+def _spawn(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    log: Path,
+    cgroup_procs: list[str],
+    pass_fds: tuple[int, ...],
+) -> int:
+    """Start ``argv`` detached from this process (reparented, never our zombie); its pid."""
+    with open(_private(log), "ab") as err:
+        done = subprocess.run(
+            [
+                *("/bin/sh", "-c", LAUNCH, "lap-launch", str(len(cgroup_procs)), *cgroup_procs),
+                *("env", "--default-signal", "--", *argv),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            pass_fds=pass_fds,
+            start_new_session=True,
+            check=False,
+            timeout=10,
+        )
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        raise DriverError(f"cannot start {argv[0]}: {_tail(log)}", retryable=True)
+    return int(done.stdout)
+
+
+def _private(path: Path) -> Path:
+    path.touch(mode=0o600)
+    return path
+
+
+def _start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot, 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int, start: int) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, if ``start`` is known, is the same process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and (not start or int(fields[19]) == start)
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _jail_init_pid(directory: Path) -> int:
+    """The host pid of the jail's pid-namespace init, from bwrap's status file."""
+    try:
+        lines = (directory / "status.json").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            pid = json.loads(line).get("child-pid")
+            if pid:
+                return int(pid)
+    return 0
+
+
+def _force_remove(function: Any, path: str, exc: BaseException) -> None:
+    """rmtree helper: a sandbox may have made its files unwritable; make them writable."""
+    parent = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        os.chmod(parent, 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        json.dump(data, out)
+    os.replace(temporary, path)
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return "(no log)"
+    return data.decode("utf-8", "replace").strip() or "(empty log)"
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def _healthy(socket_path: str, token: str) -> bool:
+    """Whether the runner on ``socket_path`` answers ``/healthz`` with ``ok``."""
+    connection = _UnixHTTPConnection(socket_path, timeout=2.0)
+    try:
+        connection.request("GET", "/healthz", headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        body = response.read()
+        return response.status == 200 and bool(json.loads(body).get("ok"))
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()

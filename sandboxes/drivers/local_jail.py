@@ -1,0 +1,236 @@
+"""What a local sandbox's bubblewrap jail sees: the bwrap argv, its generated /etc, its runtime.
+
+The jail gets every namespace bwrap offers (user, pid, ipc, uts, mount, net, cgroup), no
+capabilities, a new session, and a read-only root that holds only:
+
+- ``/usr`` and the merged-usr links (``/bin``, ``/lib``, ``/lib64``, ``/sbin``);
+- a few host ``/etc`` entries programs need (CA certificates, time zone, terminfo, the
+  alternatives links, the loader cache) and a generated ``passwd``/``group``/``hosts``/
+  ``nsswitch.conf``;
+- the runner at ``/opt/lap/lib/sandboxes/runner`` with its libraries (``pyte``, ``wcwidth``,
+  ``websockets``) beside it, and the harness tools (``<home>/tools``) at ``/opt/lap/tools``;
+- the interpreter's install, bound at its own path, when it lives outside ``/usr``.
+
+Writable: ``/work`` and ``/tmp`` (the sandbox's own directories) and ``/run/lap`` (the runner
+socket, the proxy socket, the recording). ``/proc`` is the jail's own; ``/dev`` is bwrap's
+minimal set. Nothing else of the host — the state directory, the checkout, home directories,
+other sandboxes, ``/run`` and its daemon sockets — exists inside.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+JAIL_LIB = "/opt/lap/lib"
+JAIL_TOOLS = "/opt/lap/tools"
+JAIL_RUN = "/run/lap"
+JAIL_TMP = "/tmp"  # noqa: S108 - the jail's own /tmp, a private bind
+JAIL_SHM = "/dev/shm"  # noqa: S108 - the jail's own tmpfs
+RUNNER_SOCKET = "runner.sock"
+PROXY_SOCKET = "proxy.sock"
+PROXY_ADDRESS = "127.0.0.1:3128"
+RUNNER_LIBRARIES = ("pyte", "wcwidth", "websockets")
+DEFAULT_PYTHON = "/usr/bin/python3"
+MERGED_USR = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
+HOST_ETC = (
+    "alternatives",
+    "bash.bashrc",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "inputrc",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "os-release",
+    "profile",
+    "ssl",
+    "terminfo",
+    "timezone",
+)
+SANDBOX_USER = "lap"
+
+# What the harness needs to reach the outside through the proxy (merge into the /start env).
+SANDBOX_ENV = {
+    "HTTPS_PROXY": f"http://{PROXY_ADDRESS}",
+    "https_proxy": f"http://{PROXY_ADDRESS}",
+    "HTTP_PROXY": f"http://{PROXY_ADDRESS}",
+    "http_proxy": f"http://{PROXY_ADDRESS}",
+    "NO_PROXY": "localhost,127.0.0.1",
+    "no_proxy": "localhost,127.0.0.1",
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The interpreter that runs the runner, and the read-only binds it needs (host → jail)."""
+
+    python: str
+    binds: tuple[tuple[str, str], ...]
+
+
+def resolve_runtime(python: str | None) -> Runtime:
+    """Find the interpreter, the runner package and its libraries on the host.
+
+    ``python`` defaults to Debian's ``/usr/bin/python3``: it lives in ``/usr``, which every
+    jail already sees, so no home directory has to be exposed. Any other interpreter has its
+    install prefix bound read-only at its own path.
+    """
+    chosen = os.path.realpath(python or DEFAULT_PYTHON)
+    if not os.access(chosen, os.X_OK):
+        raise FileNotFoundError(f"no executable python at {chosen}")
+    binds: list[tuple[str, str]] = []
+    if not chosen.startswith("/usr/"):
+        prefix = subprocess.run(
+            [chosen, "-I", "-c", "import sys; print(sys.base_prefix)"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        binds.append((prefix, prefix))
+    runner = Path(__file__).resolve().parent.parent / "runner"
+    binds.append((str(runner), f"{JAIL_LIB}/sandboxes/runner"))
+    for name in RUNNER_LIBRARIES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"the runner library {name} is not installed")
+        binds.append((spec.submodule_search_locations[0], f"{JAIL_LIB}/{name}"))
+    return Runtime(chosen, tuple(binds))
+
+
+def unreadable_by_others(path: str) -> str | None:
+    """The first component of ``path`` another uid cannot traverse or read, if any."""
+    current = Path("/")
+    for part in Path(path).parts[1:]:
+        if not os.stat(current).st_mode & 0o001:
+            return str(current)
+        current = current / part
+    return None if os.stat(current).st_mode & 0o004 else str(current)
+
+
+def write_etc(directory: Path, uid: int, gid: int, hostname: str) -> None:
+    """Write the jail's generated passwd, group, hosts and nsswitch.conf into ``directory``."""
+    directory.mkdir(mode=0o755, exist_ok=True)
+    files = {
+        "passwd": (
+            "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+            f"{SANDBOX_USER}:x:{uid}:{gid}:LAP sandbox:/work:/bin/bash\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ),
+        "group": f"root:x:0:\n{SANDBOX_USER}:x:{gid}:\nnogroup:x:65534:\n",
+        "hosts": f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost\n",
+        "nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
+    }
+    for name, text in files.items():
+        path = directory / name
+        path.write_text(text)
+        path.chmod(0o644)
+
+
+def runner_command(runtime: Runtime) -> list[str]:
+    """The jail's first process: the runner, on the socket and relay the driver expects."""
+    return [
+        runtime.python,
+        "-s",
+        "-B",
+        "-m",
+        "sandboxes.runner",
+        "--listen",
+        f"unix:{JAIL_RUN}/{RUNNER_SOCKET}",
+        "--relay",
+        f"{PROXY_ADDRESS}=unix:{JAIL_RUN}/{PROXY_SOCKET}",
+        "--recording",
+        f"{JAIL_RUN}/recording.cast",
+    ]
+
+
+def runner_env(token: str, has_tools: bool) -> dict[str, str]:
+    """The runner's whole environment; nothing of the platform's environment leaks in."""
+    path = "/usr/local/bin:/usr/bin:/bin"
+    return {
+        "PATH": f"{JAIL_TOOLS}/bin:{path}" if has_tools else path,
+        "HOME": "/work",
+        "USER": SANDBOX_USER,
+        "LOGNAME": SANDBOX_USER,
+        "LANG": "C.UTF-8",
+        "TMPDIR": JAIL_TMP,
+        "PYTHONPATH": JAIL_LIB,
+        "LAP_RUNNER_TOKEN": token,
+        **SANDBOX_ENV,
+    }
+
+
+def bwrap_argv(
+    *,
+    sandbox_dir: Path,
+    runtime: Runtime,
+    hostname: str,
+    tools: Path | None,
+    status_fd: int,
+    command: list[str],
+) -> list[str]:
+    """The full ``bwrap`` command line for one sandbox running ``command``."""
+    argv = [
+        "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--cap-drop",
+        "ALL",
+        "--new-session",
+        "--die-with-parent",
+        "--hostname",
+        hostname,
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
+    for name in MERGED_USR:
+        host = Path("/", name)
+        if host.is_symlink():
+            argv += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            argv += ["--ro-bind", str(host), f"/{name}"]
+    for name in HOST_ETC:
+        if os.path.exists(f"/etc/{name}"):
+            argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    for name in ("passwd", "group", "hosts", "nsswitch.conf"):
+        argv += ["--ro-bind", str(sandbox_dir / "etc" / name), f"/etc/{name}"]
+    for source, dest in runtime.binds:
+        argv += ["--ro-bind", source, dest]
+    if tools is not None:
+        argv += ["--ro-bind", str(tools), JAIL_TOOLS]
+    argv += [
+        "--bind",
+        str(sandbox_dir / "work"),
+        "/work",
+        "--bind",
+        str(sandbox_dir / "tmp"),
+        JAIL_TMP,
+        "--bind",
+        str(sandbox_dir / "run"),
+        JAIL_RUN,
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        JAIL_SHM,
+        "--remount-ro",
+        "/dev",
+        "--remount-ro",
+        "/",
+        "--chdir",
+        "/work",
+        "--json-status-fd",
+        str(status_fd),
+        "--",
+        *command,
+    ]
+    return argv

@@ -5,7 +5,8 @@ real behaviour where the CLI's correctness depends on it: sessions go through ph
 are ready, a terminal session owns a real PTY running bash (so ``stty size`` inside sees resizes),
 the screen is replayed to every new attach, ``exec`` runs real processes and streams NDJSON, and
 chat replies stream as Server-Sent Events. ``GET /_test/sessions/{id}`` exposes what the server
-saw (resize frames, aborts) so tests can assert it.
+saw (resize frames, aborts, tty handshakes) so tests can assert it; ``POST`` to it drops every
+attached terminal (close code 4503, an unplanned close that is not a refusal) and rotates the ``tty_token``.
 
 Settings come from the environment: ``FAKE_LAP_KEY`` (the API key), ``FAKE_LAP_PAGE_MAX``
 (largest page the server returns; default 50, like the reference), ``FAKE_LAP_DIR`` (where
@@ -35,6 +36,7 @@ KEY = os.environ.get("FAKE_LAP_KEY", "test-key-0123456789")
 PAGE_MAX = int(os.environ.get("FAKE_LAP_PAGE_MAX", "50"))
 PHASES = ("claiming_warm", "creating_sandbox", "starting_harness")
 PHASE_SECONDS = 0.15
+DROP = b""  # queued to a terminal client: close its socket unexpectedly
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Session:
     pty: Pty | None = None
     resizes: list[list[int]] = field(default_factory=list)
     aborts: int = 0
+    tty_tokens_seen: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
     def to_api(self) -> dict[str, Any]:
@@ -197,8 +200,13 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = await read_body(receive)
     if path.startswith("/_test/sessions/"):
         session = SESSIONS[path.rsplit("/", 1)[1]]
+        if method == "POST" and session.pty:
+            session.tty_token = secrets.token_urlsafe(24)
+            for queue in session.pty.clients:
+                queue.put_nowait(DROP)
         payload = {
             "resizes": session.resizes,
+            "tty_tokens_seen": session.tty_tokens_seen,
             "aborts": session.aborts,
             "messages": session.messages,
         }
@@ -298,6 +306,8 @@ async def tty_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     match = re.fullmatch(rf"{API}/sessions/([^/]+)/tty", scope["path"])
     session = SESSIONS.get(match.group(1)) if match else None
     await send({"type": "websocket.accept"})
+    if session is not None:
+        session.tty_tokens_seen.append(dict(scope["headers"]).get(b"authorization", b"").decode())
     if session is None:
         return await send({"type": "websocket.close", "code": 4404})
     if not authorized(scope, session.tty_token):
@@ -311,6 +321,10 @@ async def tty_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
     async def forward() -> None:
         while (data := await queue.get()) is not None:
+            if data is DROP:
+                # daphne (autobahn) can only send 1000 or 3000-4999.
+                await send({"type": "websocket.close", "code": 4503})
+                return
             await send({"type": "websocket.send", "bytes": data})
         frame = json.dumps({"type": "exit", "code": term.exit_code})
         await send({"type": "websocket.send", "text": frame})

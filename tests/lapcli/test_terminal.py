@@ -1,0 +1,243 @@
+"""The real `lap` executable in a real pseudo-terminal (pexpect) against a real loopback server
+(daphne serving tests/lapcli/fakeplatform.py, whose terminal sessions are bash on a real PTY).
+
+`lap` runs under a small sh wrapper that prints `stty -a` of the outer PTY before and after, and
+lap's exit status, so every test can check that the terminal came back exactly as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import httpx
+import pexpect
+import pytest
+
+from lapcli.client import Client
+from lapcli.status import LapError
+from lapcli.tty import CLOSE_MESSAGES, CLOSE_UNAUTHORIZED, _Attachment
+
+from .conftest import LAP, FakePlatform
+
+PROMPT = r"\$ "
+WRAPPER = (
+    # `trap : INT`: Ctrl-C is for lap; a handler (unlike an ignore) is reset when lap is exec'd.
+    'trap : INT; echo "<stty-before>"; stty -a; echo "</stty>"; "$@"; rc=$?; '
+    'echo "<stty-after>"; stty -a; echo "</stty>"; echo "lap-exit=$rc"'
+)
+
+
+class Lap:
+    """`lap ARGS` in a 100x30 pseudo-terminal."""
+
+    def __init__(self, platform: FakePlatform, tmp_path: Path, *args: str) -> None:
+        self.child = pexpect.spawn(
+            "sh",
+            ["-c", WRAPPER, "sh", LAP, *args],
+            env=platform.lap_env(tmp_path / "conf"),
+            dimensions=(30, 100),
+            encoding="utf-8",
+            timeout=15,
+        )
+        self.stty_before = self._stty("before")
+
+    def _stty(self, which: str) -> list[str]:
+        self.child.expect(f"<stty-{which}>\r\n(.*?)</stty>")
+        # Compare settings, not layout (stty wraps to the width) or size (resized on purpose).
+        words = self.child.match.group(1).replace(";", " ").split()
+        return [
+            w
+            for i, w in enumerate(words)
+            if w not in ("rows", "columns") and words[i - 1] not in ("rows", "columns")
+        ]
+
+    def is_raw(self) -> bool:
+        lflag = termios.tcgetattr(self.child.child_fd)[3]
+        return not lflag & (termios.ICANON | termios.ECHO | termios.ISIG)
+
+    def finish(self, timeout: float = 15) -> int:
+        """Wait for lap to end; assert the terminal was restored; return lap's exit status."""
+        after = self._stty("after")
+        self.child.expect(r"lap-exit=(\d+)", timeout=timeout)
+        code = int(self.child.match.group(1))
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        assert after == self.stty_before
+        return code
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_login_writes_a_0600_config(platform: FakePlatform, tmp_path: Path) -> None:
+    env = platform.lap_env(tmp_path / "conf")
+    del env["LAP_URL"], env["LAP_KEY"]
+    result = subprocess.run(
+        [LAP, "login", "--url", platform.url, "--key", platform.key],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(123 agents)" in result.stdout  # counted across three pages of at most 50
+    path = tmp_path / "conf" / "config.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert json.loads(path.read_text()) == {"url": platform.url, "key": platform.key}
+
+
+def test_attach_echo_resize_detach_and_reattach(platform: FakePlatform, tmp_path: Path) -> None:
+    lap = Lap(platform, tmp_path, "shell")
+    child = lap.child
+    child.expect(r"session (\S+) for agent shell")
+    session_id = child.match.group(1)
+    child.expect("ready after")
+    child.expect(PROMPT)
+    assert lap.is_raw()
+    child.sendline("echo round-$((20+22))-trip")
+    child.expect("round-42-trip")
+    child.sendline("stty size")
+    child.expect("30 100")
+    child.setwinsize(41, 123)
+    wait_for(lambda: [123, 41] in platform.seen(session_id)["resizes"])
+    assert platform.seen(session_id)["resizes"] == [[100, 30], [123, 41]]
+    child.sendline("stty size")
+    child.expect("41 123")
+    child.send("\x04")
+    child.expect(f"detached — re-attach with: lap attach {session_id}")
+    assert lap.finish() == 0
+
+    again = Lap(platform, tmp_path, "attach", session_id)
+    again.child.expect("round-42-trip")  # the earlier screen is replayed
+    again.child.sendline("echo still-$((1+1))")
+    again.child.expect("still-2")
+    again.child.sendline("exit 5")
+    again.child.expect(f"session {session_id}: process exited with code 5")
+    assert again.finish() == 5
+
+
+def test_exec_returns_the_exit_code_and_splits_streams(
+    platform: FakePlatform, tmp_path: Path
+) -> None:
+    script = "echo to-out; echo to-err >&2; exit 3"
+    result = subprocess.run(
+        [LAP, "exec", "shell", "--", "sh", "-c", script],
+        env=platform.lap_env(tmp_path / "conf"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert result.stdout == "to-out\n"
+    assert "to-err\n" in result.stderr
+    assert "to-out" not in result.stderr
+
+
+def test_raw_mode_is_restored_when_the_server_dies(
+    private_platform: FakePlatform, tmp_path: Path
+) -> None:
+    lap = Lap(private_platform, tmp_path, "shell")
+    lap.child.expect(PROMPT)
+    assert lap.is_raw()
+    private_platform.stop()  # SIGKILL: no close frame, the socket just goes away
+    lap.child.expect("connection lost; reconnecting")
+    assert lap.is_raw()  # still attached while it retries
+    lap.child.expect("could not reconnect within 30s", timeout=45)
+    assert lap.finish() == 7  # ExitStatus.CONNECTION_LOST
+
+
+def test_sigterm_restores_the_terminal(platform: FakePlatform, tmp_path: Path) -> None:
+    lap = Lap(platform, tmp_path, "shell")
+    lap.child.expect(PROMPT)
+    assert lap.is_raw()
+    lap_pid = int(
+        subprocess.check_output(["pgrep", "-P", str(lap.child.pid), "-f", LAP], text=True).split()[
+            0
+        ]
+    )
+    os.kill(lap_pid, signal.SIGTERM)
+    assert lap.finish() == 128 + signal.SIGTERM
+
+
+def test_chat_repl_aborts_a_turn_on_ctrl_c_and_ends_on_ctrl_d(
+    platform: FakePlatform, tmp_path: Path
+) -> None:
+    lap = Lap(platform, tmp_path, "chat")
+    child = lap.child
+    child.expect(r"chat with session (\S+) ")
+    session_id = child.match.group(1)
+    child.expect("you> ")
+    child.sendline("hello there")
+    child.expect("you said: hello there")
+    child.expect("you> ")
+    child.sendline("slow")
+    child.expect("you said: slow")
+    child.sendintr()
+    child.expect(r"\[aborted\]")
+    child.expect("you> ")
+    assert platform.seen(session_id)["aborts"] == 1
+    child.sendline("again")
+    child.expect("you said: again")
+    child.expect("you> ")
+    child.sendeof()
+    child.expect(f"lap attach {session_id}")
+    assert lap.finish() == 0
+    assert platform.seen(session_id)["messages"] == ["hello there", "slow", "again"]
+
+
+def test_reconnects_with_a_fresh_token_when_the_socket_drops(
+    platform: FakePlatform, tmp_path: Path
+) -> None:
+    lap = Lap(platform, tmp_path, "shell")
+    child = lap.child
+    child.expect(r"session (\S+) for agent shell")
+    session_id = child.match.group(1)
+    child.expect(PROMPT)
+    child.sendline("echo before-$((2*3))")
+    child.expect("before-6")
+    httpx.post(f"{platform.url}/_test/sessions/{session_id}", trust_env=False)
+    child.expect("connection lost; reconnecting")
+    child.expect("reconnected")
+    child.sendline("echo after-$((3*3))")
+    child.expect("after-9")
+    tokens = platform.seen(session_id)["tty_tokens_seen"]
+    assert len(tokens) == 2 and tokens[0] != tokens[1]  # the rotated token was fetched anew
+    assert lap.is_raw()
+    child.send("\x04")
+    child.expect("detached")
+    assert lap.finish() == 0
+
+
+def test_a_refused_token_ends_the_attach_with_one_line(
+    platform: FakePlatform, tmp_path: Path, monkeypatch
+) -> None:
+    client = Client(platform.url, platform.key)
+    session = client.create_session(client.resolve_agent("shell")["id"])
+    wait_for(lambda: client.get_session(session["id"])["status"] == "ready")
+    real_get = client.get_session
+    monkeypatch.setattr(client, "get_session", lambda sid: {**real_get(sid), "tty_token": "forged"})
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    try:
+        with pytest.raises(LapError) as refused:
+            asyncio.run(_Attachment(client, session["id"], stdin_r, stdout_w).run())
+    finally:
+        for fd in (stdin_r, stdin_w, stdout_r, stdout_w):
+            os.close(fd)
+        client.close()
+    assert refused.value.message == CLOSE_MESSAGES[CLOSE_UNAUTHORIZED]
+    assert platform.seen(session["id"])["tty_tokens_seen"] == ["Bearer forged"]

@@ -6,7 +6,7 @@ are ready, a terminal session owns a real PTY running bash (so ``stty size`` ins
 the screen is replayed to every new attach, ``exec`` runs real processes and streams NDJSON, and
 chat replies stream as Server-Sent Events. ``GET /_test/sessions/{id}`` exposes what the server
 saw (resize frames, aborts, tty handshakes) so tests can assert it; ``POST`` to it drops every
-attached terminal (close code 4503, an unplanned close that is not a refusal) and rotates the ``tty_token``.
+attached terminal (close code 4503: unplanned, not a refusal) and rotates the ``tty_token``.
 
 Settings come from the environment: ``FAKE_LAP_KEY`` (the API key), ``FAKE_LAP_PAGE_MAX``
 (largest page the server returns; default 50, like the reference), ``FAKE_LAP_DIR`` (where

@@ -239,8 +239,11 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
             _sandbox_destroy(driver, sandbox)
             return
         cols, rows = TERMINAL_SIZE
+        # Variables the driver needs in the harness env (e.g. the proxy address of the
+        # local jail); optional because it is not part of the driver Protocol yet.
+        env = {**getattr(driver, "sandbox_env", dict)(), **_harness_env(session)}
         runner_client(endpoints.runner_url, token).start(
-            argv=list(harness.argv), env=_harness_env(session), cwd=RUNNER_CWD, cols=cols, rows=rows
+            argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows
         )
     except DriverError as error:
         session_fail(session, str(error) or type(error).__name__)

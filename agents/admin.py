@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from agents import services
+from agents.harnesses import harness_ids
+from agents.models import Agent
+from agents.validation import agent_errors
+from vault import crypto
+
+EDITABLE = (
+    "name",
+    "model",
+    "harness_id",
+    "prompt",
+    "repo_url",
+    "branch",
+    "env_var_hosts",
+    "allow_out",
+    "deny_out",
+)
+
+
+class AgentAdminForm(forms.ModelForm):
+    """Edits everything but secret values, which the admin never shows or takes."""
+
+    harness_id = forms.ChoiceField(choices=[(harness, harness) for harness in harness_ids()])
+
+    class Meta:
+        model = Agent
+        fields = EDITABLE
+
+    def clean(self) -> dict:
+        data = super().clean()
+        env_plain = crypto.decrypt_map(self.instance.env_vars) if self.instance.pk else {}
+        problems = agent_errors(
+            name=data.get("name", ""),
+            harness_id=data.get("harness_id", ""),
+            repo_url=data.get("repo_url", ""),
+            branch=data.get("branch", ""),
+            env_vars=env_plain,
+            env_var_hosts=data.get("env_var_hosts") or {},
+            allow_out=data.get("allow_out") or [],
+            deny_out=data.get("deny_out") or [],
+        )
+        for field, messages in problems.items():
+            self.add_error(field if field in self.fields else None, messages)
+        return data
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    form = AgentAdminForm
+    list_display = ("name", "harness_id", "model", "secret_names", "created_by", "created_at")
+    list_filter = ("harness_id",)
+    search_fields = ("name", "id", "harness_id", "model")
+    readonly_fields = ("id", "secret_names", "created_by", "created_at")
+
+    @admin.display(description="secrets (names only)")
+    def secret_names(self, agent: Agent) -> str:
+        return ", ".join(services.env_var_names(agent)) or "—"
+
+    def save_model(self, request, obj: Agent, form: AgentAdminForm, change: bool) -> None:
+        fields = {field: form.cleaned_data[field] for field in EDITABLE}
+        # An emptied JSON box cleans to None; the model stores empty collections.
+        fields["env_var_hosts"] = fields["env_var_hosts"] or {}
+        fields["allow_out"] = fields["allow_out"] or []
+        fields["deny_out"] = fields["deny_out"] or []
+        if change:
+            services.agent_update(Agent.objects.get(pk=obj.pk), **fields)
+        else:
+            obj.pk = services.agent_create(user=request.user, **fields).pk
+
+    def delete_model(self, request, obj: Agent) -> None:
+        services.agent_delete(obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for agent in queryset:
+            services.agent_delete(agent)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from django.core.management.base import BaseCommand
+
+from sandboxes.services import ensure_schedules
+
+
+class Command(BaseCommand):
+    help = (
+        "Serve the platform: daphne (HTTP + WebSocket) and the django-q2 cluster as child "
+        "processes. SIGINT/SIGTERM are forwarded; when either child exits, so does the other."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, host: str, port: int, **options) -> None:
+        ensure_schedules()
+        manage = [sys.executable, "-m", "django"]
+        daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port)]
+        # Own sessions: a terminal's Ctrl-C reaches only us, and we forward it once.
+        children = [
+            subprocess.Popen([*daphne, "lapsite.asgi:application"], start_new_session=True),
+            subprocess.Popen([*manage, "qcluster"], start_new_session=True),
+        ]
+
+        def forward(signum: int, frame: object) -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signum)
+
+        signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGTERM, forward)
+        self.stdout.write(
+            f"LAP is serving at http://{host}:{port}/  (admin /admin/, docs /api/docs/)"
+        )
+        self.stdout.flush()
+        pid, status = os.wait()
+        for child in children:
+            if child.pid != pid and child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        code = os.waitstatus_to_exitcode(status)
+        if code:
+            raise SystemExit(code if code > 0 else 128 - code)

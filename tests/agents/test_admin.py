@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from agents.models import Agent
+from sandboxes.models import Session
+from tests.conftest import SECRET
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(django_user_model):
+    admin = django_user_model.objects.create_superuser("root", password="root-password")
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+def test_agent_pages_show_secret_names_never_values(admin_client, agent):
+    for url in ("/admin/agents/agent/", f"/admin/agents/agent/{agent.pk}/change/"):
+        response = admin_client.get(url)
+        assert response.status_code == 200
+        assert SECRET not in response.content.decode()
+    assert (
+        "GITHUB_TOKEN"
+        in admin_client.get(f"/admin/agents/agent/{agent.pk}/change/").content.decode()
+    )
+
+
+def test_admin_creates_agent_through_services(admin_client):
+    response = admin_client.post(
+        "/admin/agents/agent/add/",
+        {
+            "name": "from-admin",
+            "model": "",
+            "harness_id": "codex",
+            "prompt": "",
+            "repo_url": "",
+            "branch": "main",
+            "env_var_hosts": "{}",
+            "allow_out": "[]",
+            "deny_out": "[]",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Agent.objects.get(name="from-admin").harness_id == "codex"
+
+
+def test_admin_rejects_http_repo(admin_client, agent):
+    response = admin_client.post(
+        f"/admin/agents/agent/{agent.pk}/change/",
+        {
+            "name": agent.name,
+            "harness_id": "shell",
+            "repo_url": "http://example.com/r",
+            "branch": "main",
+            "env_var_hosts": '{"GITHUB_TOKEN": ["api.github.com"]}',
+            "allow_out": "[]",
+            "deny_out": "[]",
+        },
+    )
+    assert response.status_code == 200
+    assert "https" in response.content.decode()
+    agent.refresh_from_db()
+    assert agent.repo_url == ""
+
+
+def test_session_admin_lists_filters_and_stops(admin_client, ready_session, fake_driver):
+    listing = admin_client.get("/admin/sandboxes/session/", {"status__exact": "ready"})
+    assert listing.status_code == 200
+    assert str(ready_session.id) in listing.content.decode()
+    detail = admin_client.get(f"/admin/sandboxes/session/{ready_session.pk}/change/")
+    assert detail.status_code == 200
+    response = admin_client.post(
+        "/admin/sandboxes/session/",
+        {"action": "stop_sessions", "_selected_action": [str(ready_session.pk)]},
+    )
+    assert response.status_code == 302
+    assert Session.objects.get(pk=ready_session.pk).status == "dead"
+    assert not fake_driver.sandboxes
+
+
+def test_sandbox_admin_is_read_only_and_hides_token(admin_client, ready_session):
+    sandbox = ready_session.sandboxes.get()
+    page = admin_client.get(f"/admin/sandboxes/sandbox/{sandbox.pk}/change/")
+    assert page.status_code == 200
+    assert sandbox.runner_token not in page.content.decode()
+    assert admin_client.get("/admin/sandboxes/sandbox/add/").status_code == 403

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+
+def test_schema_validates_without_warnings(tmp_path):
+    target = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
+    schema = yaml.safe_load(target.read_text())
+    paths = schema["paths"]
+    for path in (
+        "/api/v1/managed_agents/agents",
+        "/api/v1/managed_agents/agents/{agent_id}",
+        "/api/v1/managed_agents/agents/{agent_id}/session",
+        "/api/v1/managed_agents/sessions",
+        "/api/v1/managed_agents/sessions/{session_id}",
+        "/healthz",
+        "/metrics",
+    ):
+        assert path in paths
+    create = paths["/api/v1/managed_agents/agents"]["post"]["responses"]
+    assert create["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    assert "401" in paths["/api/v1/managed_agents/sessions"]["get"]["responses"]
+    assert "security" not in paths["/healthz"]["get"] or paths["/healthz"]["get"]["security"] == [
+        {}
+    ]
+
+
+def test_schema_endpoint_serves_openapi(anon_client):
+    response = anon_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert response.json()["openapi"].startswith("3.")

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from sandboxes import services
+from sandboxes.models import Session
+
+pytestmark = pytest.mark.django_db
+
+BASE = "/api/v1/managed_agents"
+FIELDS = {
+    "id",
+    "agent_id",
+    "status",
+    "phase",
+    "phase_detail",
+    "failure_reason",
+    "supports_tui",
+    "tty_url",
+    "tty_token",
+    "idle_timeout_ms",
+    "created_at",
+    "last_seen_at",
+}
+
+
+def test_create_returns_creating_at_once(api_client, agent, fake_driver):
+    response = api_client.post(
+        f"{BASE}/agents/{agent.name}/session", {"title": "hi"}, format="json"
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == FIELDS
+    assert (body["status"], body["agent_id"]) == ("creating", str(agent.id))
+    assert body["supports_tui"] is True
+    assert body["tty_url"] == f"/api/v1/managed_agents/sessions/{body['id']}/tty"
+    assert services.tty_token_check(body["tty_token"], body["id"])
+    assert not fake_driver.sandboxes  # bring-up runs after commit, in the background
+    assert Session.objects.get(pk=body["id"]).title == "hi"
+
+
+def test_create_then_bring_up_then_get_ready(api_client, agent, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        created = api_client.post(f"{BASE}/agents/{agent.id}/session", {}, format="json").json()
+    body = api_client.get(f"{BASE}/sessions/{created['id']}").json()
+    assert (body["status"], body["phase"]) == ("ready", "ready")
+    assert body["last_seen_at"] is not None
+
+
+def test_api_harness_session_has_no_tty(api_client, user):
+    from agents.services import agent_create
+
+    agent = agent_create(user=user, name="oc", harness_id="opencode")
+    body = api_client.post(f"{BASE}/agents/oc/session", {}, format="json").json()
+    assert (body["supports_tui"], body["tty_url"], body["tty_token"]) == (False, None, None)
+    assert body["agent_id"] == str(agent.id)
+
+
+def test_create_for_unknown_agent_is_404(api_client):
+    response = api_client.post(f"{BASE}/agents/ghost/session", {}, format="json")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("env_vars", "message"),
+    [({"BRANCH": "x"}, "reserved"), ({f"K{i}": "v" for i in range(51)}, "at most 50")],
+)
+def test_create_rejects_bad_env_vars(api_client, agent, env_vars, message):
+    response = api_client.post(
+        f"{BASE}/agents/{agent.id}/session", {"env_vars": env_vars}, format="json"
+    )
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert not Session.objects.exists()
+
+
+def test_session_env_var_values_never_returned(api_client, agent):
+    response = api_client.post(
+        f"{BASE}/agents/{agent.id}/session", {"env_vars": {"TOK": "sess-secret-77"}}, format="json"
+    )
+    assert response.status_code == 201
+    assert "sess-secret-77" not in response.content.decode()
+
+
+def test_get_unknown_or_malformed_session_is_404(api_client):
+    assert api_client.get(f"{BASE}/sessions/{uuid.uuid4()}").status_code == 404
+    response = api_client.get(f"{BASE}/sessions/not-a-uuid")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_list_filters_by_agent_and_status(api_client, ready_session, agent, user):
+    from agents.services import agent_create
+
+    other = agent_create(user=user, name="other", harness_id="codex")
+    creating = services.session_create(agent=other, user=user)
+    everything = api_client.get(f"{BASE}/sessions").json()
+    assert [s["id"] for s in everything] == [str(creating.id), str(ready_session.id)]
+    by_agent = api_client.get(f"{BASE}/sessions", {"agent_id": str(agent.id)}).json()
+    assert [s["id"] for s in by_agent] == [str(ready_session.id)]
+    by_name = api_client.get(f"{BASE}/sessions", {"agent_id": "other"}).json()
+    assert [s["id"] for s in by_name] == [str(creating.id)]
+    ready = api_client.get(f"{BASE}/sessions", {"status": "ready"}).json()
+    assert [s["id"] for s in ready] == [str(ready_session.id)]
+    assert len(api_client.get(f"{BASE}/sessions", {"limit": 1}).json()) == 1
+
+
+@pytest.mark.parametrize("query", [{"status": "sleeping"}, {"limit": 0}, {"limit": 500}])
+def test_list_rejects_bad_filters(api_client, query):
+    response = api_client.get(f"{BASE}/sessions", query)
+    assert response.status_code == 400
+    assert "fields" in response.json()
+
+
+def test_delete_stops_and_is_idempotent(api_client, ready_session, fake_driver):
+    url = f"{BASE}/sessions/{ready_session.id}"
+    first = api_client.delete(url)
+    assert first.status_code == 200
+    assert first.json() == {"id": str(ready_session.id), "status": "deleted"}
+    assert not fake_driver.sandboxes
+    second = api_client.delete(url)
+    assert second.status_code == 200
+    assert second.json() == {"id": str(ready_session.id), "status": "dead"}
+    assert api_client.get(url).json()["status"] == "dead"
+
+
+def test_idle_timeout_is_reported_in_ms(api_client, ready_session, settings):
+    settings.LAP_IDLE_TIMEOUT = 90
+    body = api_client.get(f"{BASE}/sessions/{ready_session.id}").json()
+    assert body["idle_timeout_ms"] == 90_000
+
+
+def test_token_user_can_use_sessions(token_client, ready_session):
+    assert token_client.get(f"{BASE}/sessions/{ready_session.id}").status_code == 200

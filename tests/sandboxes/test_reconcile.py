@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from sandboxes import services, tasks
+from sandboxes.models import Sandbox, Session
+
+pytestmark = pytest.mark.django_db
+
+
+def sandbox_id(session: Session) -> str:
+    return str(session.sandboxes.get().id)
+
+
+def test_nothing_to_do_on_a_healthy_platform(ready_session, fake_driver):
+    assert services.reconcile() == {}
+    ready_session.refresh_from_db()
+    assert ready_session.status == Session.Status.READY
+    assert len(fake_driver.sandboxes) == 1
+
+
+def test_fails_sessions_stuck_in_creating(session, settings, time_machine):
+    settings.LAP_CREATING_TIMEOUT = 300
+    time_machine.move_to(timezone.now() + timedelta(seconds=299))
+    assert services.reconcile() == {}
+    time_machine.move_to(timezone.now() + timedelta(seconds=2))
+    assert services.reconcile() == {"timed_out": 1}
+    session.refresh_from_db()
+    assert session.status == Session.Status.FAILED
+    assert session.failure_reason == "creating timed out after 300s"
+
+
+def test_stuck_session_with_a_sandbox_gets_it_destroyed(session, fake_driver, settings):
+    settings.LAP_CREATING_TIMEOUT = 0
+    services.session_bring_up(session.id)  # makes it ready; put it back to look stuck
+    Session.objects.filter(pk=session.pk).update(
+        status=Session.Status.CREATING, phase=Session.Phase.STARTING_HARNESS
+    )
+    assert services.reconcile()["timed_out"] == 1
+    session.refresh_from_db()
+    assert "in phase starting_harness" in session.failure_reason
+    assert not fake_driver.sandboxes
+
+
+def test_ready_session_whose_sandbox_exited_is_dead_with_reason(ready_session, fake_driver):
+    fake_driver.exit(sandbox_id(ready_session), "OOMKilled")
+    assert services.reconcile()["vanished"] == 1
+    ready_session.refresh_from_db()
+    assert ready_session.status == Session.Status.DEAD
+    assert ready_session.failure_reason == "sandbox exited: OOMKilled"
+    assert not fake_driver.sandboxes
+
+
+def test_ready_session_whose_sandbox_vanished_is_dead(ready_session, fake_driver):
+    fake_driver.vanish(sandbox_id(ready_session))
+    services.reconcile()
+    ready_session.refresh_from_db()
+    assert (ready_session.status, ready_session.failure_reason) == ("dead", "sandbox vanished")
+    assert Sandbox.objects.get().state == Sandbox.State.DESTROYED
+
+
+def test_destroys_sandboxes_without_a_live_session(ready_session, fake_driver):
+    # A sandbox whose stop failed to destroy it, and one the database never knew.
+    fake_driver.fail("destroy", "busy")
+    services.session_stop(ready_session)
+    fake_driver.failures.clear()
+    fake_driver.add_orphan("f0000000-0000-4000-8000-000000000001")
+    assert services.reconcile() == {"orphans": 2}
+    assert not fake_driver.sandboxes
+    assert Sandbox.objects.get().state == Sandbox.State.DESTROYED
+
+
+def test_leaves_warm_pool_sandboxes_alone(fake_driver, db):
+    fake_driver.add_orphan(
+        "f0000000-0000-4000-8000-000000000002", labels={"lap.pool/harness": "shell"}
+    )
+    assert services.reconcile() == {}
+    assert len(fake_driver.sandboxes) == 1
+
+
+def test_creating_sessions_keep_their_sandboxes(session, fake_driver):
+    fake_driver.before("wait_ready", lambda: services.reconcile())
+    services.session_bring_up(session.id)
+    session.refresh_from_db()
+    assert session.status == Session.Status.READY
+    assert len(fake_driver.sandboxes) == 1
+
+
+def test_reaps_idle_sessions(ready_session, fake_driver, settings, time_machine):
+    settings.LAP_IDLE_TIMEOUT = 3600
+    time_machine.move_to(ready_session.last_seen_at + timedelta(seconds=3599))
+    assert services.reconcile() == {}
+    services.session_touch(ready_session.id)
+    time_machine.move_to(timezone.now() + timedelta(seconds=3601))
+    assert services.reconcile() == {"idle": 1}
+    ready_session.refresh_from_db()
+    assert (ready_session.status, ready_session.failure_reason) == ("dead", "idle timeout")
+    assert not fake_driver.sandboxes
+
+
+def test_driver_listing_failure_still_handles_the_database(session, fake_driver, settings):
+    settings.LAP_CREATING_TIMEOUT = 0
+    fake_driver.fail("list", "apiserver down", retryable=True)
+    assert services.reconcile() == {"timed_out": 1, "driver_errors": 1}
+
+
+def test_reconcile_task_runs_the_service(ready_session, fake_driver):
+    fake_driver.vanish(sandbox_id(ready_session))
+    assert tasks.sandbox_reconcile() == {"vanished": 1}

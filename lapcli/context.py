@@ -26,7 +26,7 @@ class Environment:
     insecure: bool = False
     stdin_isatty: bool | None = None
     stderr_isatty: bool | None = None
-    poll_interval: float = 0.5
+    poll_interval: float = 0.25
     sleep: Callable[[float], None] = time.sleep
     _client: Client | None = field(default=None, init=False, repr=False)
 

@@ -342,10 +342,12 @@ def _stream_exec(
     env: Environment, client: Client, session_id: str, argv: list[str], timeout: float | None
 ) -> int:
     for frame in client.exec(session_id, argv, timeout):
+        if frame.get("error") == "timeout":
+            raise LapError(f"command timed out after {timeout}s", ExitStatus.TIMEOUT)
+        if frame.get("error"):
+            raise LapError(f"exec failed: {frame['error']}")
         if "exit_code" in frame:
             return int(frame["exit_code"])
-        if "error" in frame:
-            raise LapError(f"exec failed: {frame['error']}")
         stream = env.stderr if frame.get("stream") == "stderr" else env.stdout
         stream.write(str(frame.get("data", "")))
         stream.flush()

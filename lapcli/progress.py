@@ -18,6 +18,7 @@ from lapcli.status import ApiError, LapError, SessionFailed
 
 TRANSIENT_HTTP = {502, 503, 504}
 MAX_POLL_ERRORS = 5
+MAX_POLL_INTERVAL = 1.0  # start at Environment.poll_interval, slow down to once a second
 
 
 class _Lines:
@@ -51,12 +52,14 @@ class _Spinner:
 def wait_ready(
     env: Environment, client: Client, session: dict[str, Any], timeout: float = 600.0
 ) -> dict[str, Any]:
-    """Poll until the session is ``ready`` and return it. Raises :class:`SessionFailed` when it
-    fails or dies (with the server's ``failure_reason``) and :class:`LapError` on timeout."""
+    """Poll (every 0.25 s at first, slowing to 1 s) until the session is ``ready`` and return
+    it. Raises :class:`SessionFailed` when it fails or dies (with the server's
+    ``failure_reason``) and :class:`LapError` on timeout."""
     session_id = session["id"]
     started = time.monotonic()
     reporter = _Spinner(env) if env.is_stderr_tty else _Lines(env)
     errors = 0
+    delay = env.poll_interval
     try:
         while True:
             elapsed = time.monotonic() - started
@@ -75,7 +78,8 @@ def wait_ready(
                 raise SessionFailed(f"session {session_id} {status}: {reason}")
             if elapsed > timeout:
                 raise LapError(f"session {session_id} is still {status} after {timeout:.0f}s")
-            env.sleep(env.poll_interval)
+            env.sleep(delay)
+            delay = min(delay * 1.5, MAX_POLL_INTERVAL)
             try:
                 session = client.get_session(session_id)
                 errors = 0

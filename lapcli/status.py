@@ -27,6 +27,7 @@ class ExitStatus(enum.IntEnum):
     UNREACHABLE = 5
     SESSION_FAILED = 6
     CONNECTION_LOST = 7
+    TIMEOUT = 124  # like timeout(1): `lap exec --timeout` ran out
     INTERRUPTED = 130
 
 

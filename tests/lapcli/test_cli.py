@@ -373,6 +373,24 @@ def test_exec_in_an_existing_session_neither_creates_nor_stops(api: FakeApi, mak
     assert [r.method for r in api.requests] == ["POST"]
 
 
+def test_exec_timeout_exits_124_and_stops_the_session(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500)]))
+    bring_up(api, [session()])
+    api.on(
+        "POST",
+        f"/sessions/{SESSION_ID}/exec",
+        lambda r: ndjson(
+            {"stream": "stdout", "data": "tick\n"}, {"exit_code": None, "error": "timeout"}
+        ),
+    )
+    api.on("DELETE", f"/sessions/{SESSION_ID}", {"id": SESSION_ID, "status": "deleted"})
+    result = invoke(make_env(), "exec", "--timeout", "2", "shell", "--", "sleep", "9")
+    assert result.exit_code == ExitStatus.TIMEOUT == 124
+    assert result.stdout == "tick\n"
+    assert result.stderr.endswith("lap: command timed out after 2.0s\n")
+    assert len(api.calls("DELETE", f"/sessions/{SESSION_ID}")) == 1
+
+
 def test_exec_cut_short_is_an_error_and_still_stops_the_session(api: FakeApi, make_env) -> None:
     api.on("GET", "/agents", paged([agent("shell", 500)]))
     bring_up(api, [session()])
@@ -424,10 +442,13 @@ def test_help_of_every_command_has_examples() -> None:
         assert "Example" in result.output, name
 
 
-def test_close_codes_match_the_server() -> None:
-    protocol = pytest.importorskip("terminals.protocol")
+@pytest.mark.parametrize("module", ["terminals.protocol", "terminals.access"])
+def test_close_codes_match_the_server(module: str) -> None:
+    """lapcli keeps its own copy of the terminal close codes; they must equal the server's."""
+    protocol = pytest.importorskip(module)
     from lapcli import tty
 
     ours = {name: value for name, value in vars(tty).items() if name.startswith("CLOSE_")}
     theirs = {name: getattr(protocol, name) for name in ours if hasattr(protocol, name)}
+    assert theirs, f"{module} defines none of {sorted(ours)}"
     assert theirs == {name: ours[name] for name in theirs}

@@ -43,6 +43,7 @@ from sandboxes.drivers.base import (
 )
 from sandboxes.models import Sandbox, Session, SessionMessage
 from sandboxes.registry import get_driver, runner_client
+from sandboxes.runner_client import RunnerError
 from vault import crypto
 
 logger = logging.getLogger(__name__)
@@ -242,11 +243,16 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
         # Variables the driver needs in the harness env (e.g. the proxy address of the
         # local jail); optional because it is not part of the driver Protocol yet.
         env = {**getattr(driver, "sandbox_env", dict)(), **_harness_env(session)}
-        runner_client(endpoints.runner_url, token).start(
-            argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows
-        )
+        client = runner_client(endpoints.runner_url, token)
+        try:
+            client.start(argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows)
+        finally:
+            client.close()
     except DriverError as error:
         session_fail(session, str(error) or type(error).__name__)
+        return
+    except RunnerError as error:
+        session_fail(session, f"starting the harness failed: {error}")
         return
     ready = session.transition(
         expected=(Session.Status.CREATING,),

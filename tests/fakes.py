@@ -4,6 +4,8 @@
 ``sandboxes/drivers/base.py``. Tests steer it with ``fail`` (make an operation
 raise ``DriverError``), ``before`` (run a callback at the start of an
 operation, e.g. to stop a session mid-bring-up), ``exit`` and ``vanish``.
+Runner failures are ``RunnerError`` as with the real client: ``fail_runner``
+makes ``/start`` answer with one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sandboxes.drivers.base import (
     SandboxInfo,
     SandboxSpec,
 )
+from sandboxes.runner_client import RunnerError
 
 
 @dataclass
@@ -97,6 +100,12 @@ class FakeDriver:
         )
         self.sandboxes[sandbox_id] = FakeSandbox(spec)
 
+    def fail_runner(self, message: str, status: int = 400) -> None:
+        def refuse() -> None:
+            raise RunnerError(message, status=status)
+
+        self.before("start", refuse)
+
     def runner_client(self, runner_url: str, token: str) -> FakeRunnerClient:
         return FakeRunnerClient(self, runner_url, token)
 
@@ -108,7 +117,7 @@ class FakeRunnerClient:
         self.sandbox = driver.sandboxes[runner_url.removeprefix("fake://")]
         self.driver = driver
         if token != self.sandbox.spec.runner_token:
-            raise DriverError("runner refused the token")
+            raise RunnerError("401 unauthorized", status=401)
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "started": self.sandbox.started is not None, "exit_code": None}
@@ -116,6 +125,9 @@ class FakeRunnerClient:
     def start(self, argv: list[str], env: dict[str, str], cwd: str, cols: int, rows: int) -> int:
         self.driver._enter("start")
         if self.sandbox.started is not None:
-            raise DriverError("runner: already started")
+            raise RunnerError("already started", status=409)
         self.sandbox.started = {"argv": argv, "env": env, "cwd": cwd, "cols": cols, "rows": rows}
-        return 4242
+        return {"pid": 4242}
+
+    def close(self) -> None:
+        """Nothing to release; the real client closes its connection pool."""

@@ -71,6 +71,15 @@ def test_driver_error_fails_session_with_reason_and_cleans_up(session, fake_driv
     assert Sandbox.objects.get(session=session).state == Sandbox.State.DESTROYED
 
 
+def test_runner_refusing_start_fails_session_with_reason(session, fake_driver):
+    fake_driver.fail_runner("bash: not found", status=400)
+    services.session_bring_up(session.id)
+    session.refresh_from_db()
+    assert session.status == Session.Status.FAILED
+    assert session.failure_reason == "starting the harness failed: bash: not found"
+    assert not fake_driver.sandboxes
+
+
 def test_unexpected_error_in_task_fails_session(session, fake_driver):
     from sandboxes import tasks
 

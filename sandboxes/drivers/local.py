@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import http.client
 import json
 import os
 import re
@@ -40,6 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..runner_client import RunnerClient, RunnerError
 from . import cgroups, local_jail
 from .base import (
     LABEL_SANDBOX,
@@ -129,23 +129,24 @@ class LocalDriver:
             raise DriverError(f"sandbox {handle.sandbox_id} does not exist")
         deadline = time.monotonic() + timeout
         delay = 0.005
-        socket_path = str(directory / "run" / local_jail.RUNNER_SOCKET)
-        while True:
-            if _healthy(socket_path, meta["runner_token"]):
-                return
-            if not _alive(meta["jail_pid"], meta["jail_start"]):
-                raise DriverError(
-                    f"sandbox {handle.sandbox_id} exited before its runner was ready: "
-                    + _tail(directory / "jail.log")
-                )
-            if time.monotonic() > deadline:
-                raise DriverError(
-                    f"sandbox {handle.sandbox_id}: runner not ready after {timeout:g}s: "
-                    + _tail(directory / "jail.log"),
-                    retryable=True,
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        with RunnerClient(self.endpoints(handle).runner_url, meta["runner_token"]) as client:
+            while True:
+                with contextlib.suppress(RunnerError):
+                    if client.health().get("ok"):
+                        return
+                if not _alive(meta["jail_pid"], meta["jail_start"]):
+                    raise DriverError(
+                        f"sandbox {handle.sandbox_id} exited before its runner was ready: "
+                        + _tail(directory / "jail.log")
+                    )
+                if time.monotonic() > deadline:
+                    raise DriverError(
+                        f"sandbox {handle.sandbox_id}: runner not ready after {timeout:g}s: "
+                        + _tail(directory / "jail.log"),
+                        retryable=True,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def endpoints(self, handle: SandboxHandle) -> Endpoints:
         """The runner's unix socket; no vault control endpoint until the vault lands."""
@@ -467,28 +468,3 @@ def _tail(path: Path, limit: int = 2000) -> str:
     except OSError:
         return "(no log)"
     return data.decode("utf-8", "replace").strip() or "(empty log)"
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def _healthy(socket_path: str, token: str) -> bool:
-    """Whether the runner on ``socket_path`` answers ``/healthz`` with ``ok``."""
-    connection = _UnixHTTPConnection(socket_path, timeout=2.0)
-    try:
-        connection.request("GET", "/healthz", headers={"Authorization": f"Bearer {token}"})
-        response = connection.getresponse()
-        body = response.read()
-        return response.status == 200 and bool(json.loads(body).get("ok"))
-    except (OSError, ValueError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()

@@ -1,0 +1,441 @@
+"""The local driver against real bubblewrap and the real runner; isolation probed from inside."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sandboxes.drivers import cgroups, local
+from sandboxes.drivers.base import (
+    LABEL_SANDBOX,
+    DriverError,
+    DriverUnavailable,
+    EgressPolicy,
+    Resources,
+    SandboxSpec,
+)
+from sandboxes.drivers.local import LocalDriver
+from sandboxes.runner_client import RunnerClient
+
+from .procs import UID_BASE, UID_RANGE, alive, sandbox_processes
+
+pytestmark = pytest.mark.bwrap
+READY_TIMEOUT = 10.0
+
+
+def run(driver, handle, spec, script: str, timeout: float = 60) -> tuple[int | None, str, str]:
+    """Run a Python script inside the sandbox through the runner's /exec."""
+    out, err, code = [], [], None
+    with RunnerClient(driver.endpoints(handle).runner_url, spec.runner_token) as client:
+        for event in client.exec(["python3", "-c", textwrap.dedent(script)], timeout=timeout):
+            if event.get("stream") == "stdout":
+                out.append(event["data"])
+            elif event.get("stream") == "stderr":
+                err.append(event["data"])
+            elif "exit_code" in event:
+                code = event["exit_code"]
+    return code, "".join(out), "".join(err)
+
+
+@pytest.fixture
+def ready(driver, make_sandbox):
+    """``ready(**spec_fields) -> (handle, spec)`` with the runner answering."""
+
+    def make(**fields):
+        handle, spec = make_sandbox(**fields)
+        driver.wait_ready(handle, READY_TIMEOUT)
+        return handle, spec
+
+    return make
+
+
+def _pids_of(meta: dict) -> set[int]:
+    pids = cgroups.pids(meta["cgroups"]) | {meta["jail_pid"], meta["proxy_pid"]}
+    return {pid for pid in pids if alive(pid)}
+
+
+def test_missing_bwrap_is_unavailable(driver, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(DriverUnavailable, match="apt-get install bubblewrap"):
+        driver.create(SandboxSpec("s1", "shell", "t"))
+
+
+def test_lifecycle_create_ready_list_destroy(driver, ready, lap_home):
+    handle, spec = ready(labels={"lap.session/id": "sess-1"})
+    assert driver.create(spec) == handle  # idempotent
+    assert [p.name for p in (lap_home / "sandboxes").iterdir() if p.is_dir()] == [spec.sandbox_id]
+    url = driver.endpoints(handle).runner_url
+    assert url == f"unix://{lap_home}/sandboxes/{spec.sandbox_id}/run/runner.sock"
+    assert RunnerClient(url, spec.runner_token).health()["ok"] is True
+
+    (info,) = driver.list()
+    assert info.handle == handle
+    assert info.state == "running"
+    assert info.labels == {LABEL_SANDBOX: spec.sandbox_id, "lap.session/id": "sess-1"}
+
+    meta = json.loads((Path(handle.ref) / "meta.json").read_text())
+    assert meta["uid"] in UID_RANGE
+    pids = _pids_of(meta)
+    assert len(pids) >= 3  # bwrap, its pid-namespace init, the runner (+ the proxy)
+    started = time.monotonic()
+    driver.destroy(handle)
+    assert time.monotonic() - started < 2.0
+    assert not [pid for pid in pids if alive(pid)]
+    assert not Path(handle.ref).exists()
+    assert not any(Path(group).exists() for group in meta["cgroups"].values())
+    assert handle.ref not in Path("/proc/self/mountinfo").read_text()
+    assert driver.list() == []
+    driver.destroy(handle)  # idempotent
+
+
+@pytest.fixture
+def host_process():
+    """A process on the host whose command line carries a unique marker."""
+    marker = f"lap-host-{uuid.uuid4().hex}"
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    yield marker
+    process.kill()
+    process.wait()
+
+
+def test_sandbox_runs_unprivileged_in_its_own_namespaces(driver, ready, host_process):
+    handle, spec = ready()
+    meta = json.loads((Path(handle.ref) / "meta.json").read_text())
+    code, out, err = run(
+        driver,
+        handle,
+        spec,
+        """
+        import json, os, socket
+        status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+        print(json.dumps({
+            "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+            "cap_eff": status["CapEff"].strip(), "hostname": socket.gethostname(),
+            "cmdlines": [open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")
+                         for p in os.listdir("/proc") if p.isdigit()],
+            "init": open("/proc/1/cmdline", "rb").read().split(b"\\0")[0].decode(),
+            "cwd": os.getcwd(), "env": dict(os.environ),
+            "net": [l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]],
+        }))
+        """,
+    )
+    assert code == 0, err
+    seen = json.loads(out)
+    assert seen["uid"] == seen["gid"] == meta["uid"]
+    assert seen["uid"] != 0
+    assert seen["groups"] in ([], [meta["uid"]])
+    assert seen["cap_eff"] == "0000000000000000"
+    assert seen["hostname"] == "lap-" + spec.sandbox_id.replace("-", "")[:8]
+    assert seen["net"] == ["lo"]
+    assert seen["cwd"] == "/work"
+    assert "LAP_RUNNER_TOKEN" not in seen["env"]
+    # Only the jail's own processes: bwrap's init, the runner, this command.
+    assert seen["init"] == "bwrap"
+    assert len(seen["cmdlines"]) <= 4
+    assert not [line for line in seen["cmdlines"] if host_process in line]
+
+
+def test_cannot_write_outside_its_own_directories(driver, ready):
+    handle, spec = ready()
+    code, out, err = run(
+        driver,
+        handle,
+        spec,
+        """
+        import json, os
+        writable = []
+        for top in sorted(os.listdir("/")):
+            if top in ("proc", "sys"):
+                continue
+            for root, dirs, files in os.walk("/" + top):
+                try:
+                    with open(os.path.join(root, ".lap-probe"), "w"):
+                        pass
+                    os.unlink(os.path.join(root, ".lap-probe"))
+                    writable.append(root)
+                    dirs.clear()
+                except OSError:
+                    pass
+        print(json.dumps(writable))
+        """,
+        timeout=120,
+    )
+    assert code == 0, err
+    # /run/lap holds the runner's own sockets; /dev/shm is a private tmpfs.
+    assert set(json.loads(out)) == {"/work", "/tmp", "/run/lap", "/dev/shm"}
+
+
+def test_cannot_see_state_dir_checkout_or_other_sandboxes(driver, ready, lap_home):
+    marker = f"lap-marker-{uuid.uuid4().hex}"
+    (lap_home / "keys.json").write_text(json.dumps({"LAP_MASTER_KEY": marker}))
+    (lap_home / "lap.sqlite3").write_text(marker)
+    (lap_home / marker).write_text(marker)
+    other, _ = ready()
+    (Path(other.ref) / "work" / marker).write_text(marker)
+    handle, spec = ready()
+    code, out, err = run(
+        driver,
+        handle,
+        spec,
+        f"""
+        import json, os, subprocess
+        names = {{"keys.json", "lap.sqlite3", "{marker}", "lapsite", ".lap-state", ".venv",
+                  "docker.sock", ".s.PGSQL.5432", "redis.sock", "mysqld.sock"}}
+        open("/work/own-{marker}", "w").write("{marker}")
+        found = []
+        for top in sorted(os.listdir("/")):
+            if top in ("proc", "sys"):
+                continue
+            for root, dirs, files in os.walk("/" + top):
+                found += [os.path.join(root, n) for n in set(files + dirs) & names]
+        grep = subprocess.run(
+            ["grep", "-r", "-l", "-s", "{marker}", "/etc", "/opt", "/run", "/tmp", "/work",
+             "/dev/shm", "/root", "/home", "/var"],
+            capture_output=True, text=True,
+        )
+        print(json.dumps({{"found": found, "grep": grep.stdout.split(),
+                           "top": sorted(os.listdir("/"))}}))
+        """,
+        timeout=120,
+    )
+    assert code == 0, err
+    seen = json.loads(out)
+    # The only hit is the sandbox's own file: grep ran and saw nothing else.
+    assert seen["found"] == []
+    assert seen["grep"] == [f"/work/own-{marker}"]
+    assert seen["top"] == sorted(
+        ["bin", "dev", "etc", "lib", "lib64", "opt", "proc", "run", "sbin", "tmp", "usr", "work"]
+    )
+
+
+@pytest.fixture
+def host_server():
+    """An HTTP server on the host's 127.0.0.1 that answers with a secret word."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"hello-from-the-host"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)  # noqa: S104
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+PROBE_NETWORK = """
+import json, socket
+def attempt(host, port):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return "connected"
+    except OSError as exc:
+        return type(exc).__name__
+def via_proxy(request, head_only=False):
+    with socket.create_connection(("127.0.0.1", 3128), timeout=10) as s:
+        s.sendall(request.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+            if head_only and b"\\r\\n\\r\\n" in data:
+                break
+    return data.decode(errors="replace")
+targets = {targets!r}
+print(json.dumps({{
+    "direct": {{f"{{h}}:{{p}}": attempt(h, p) for h, p in targets}},
+    "allowed": via_proxy("GET http://127.0.0.1:{port}/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"),
+    "connect": via_proxy("CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n"
+                         "GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"),
+    "postgres": via_proxy("CONNECT 127.0.0.1:5432 HTTP/1.1\\r\\n\\r\\n", head_only=True),
+    "private": via_proxy("CONNECT 10.1.2.3:443 HTTP/1.1\\r\\n\\r\\n", head_only=True),
+    "metadata": via_proxy("GET http://169.254.169.254/latest HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"),
+    "loopback": via_proxy("GET http://localhost:{port}/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"),
+}}))
+"""
+
+
+def _host_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def test_network_only_through_the_egress_proxy(driver, ready, host_server):
+    handle, spec = ready(egress=EgressPolicy(allow_out=("127.0.0.1",), deny_out=("localhost",)))
+    targets = [
+        ("127.0.0.1", 5432),
+        ("127.0.0.1", 6379),
+        ("127.0.0.1", host_server),
+        (_host_address(), host_server),
+        ("1.1.1.1", 443),
+        ("8.8.8.8", 53),
+    ]
+    code, out, err = run(
+        driver, handle, spec, PROBE_NETWORK.format(targets=targets, port=host_server)
+    )
+    assert code == 0, err
+    seen = json.loads(out)
+    assert "connected" not in seen["direct"].values(), seen["direct"]
+    assert seen["allowed"].split()[1] == "200"
+    assert seen["allowed"].endswith("hello-from-the-host")
+    assert seen["connect"].startswith("HTTP/1.1 200 Connection established")
+    assert seen["connect"].endswith("hello-from-the-host")
+    for refused in ("private", "metadata", "loopback"):
+        assert seen[refused].startswith("HTTP/1.1 403"), (refused, seen[refused])
+    assert "egress_denied" in seen["loopback"]
+
+
+def test_default_policy_refuses_host_loopback(driver, ready, host_server):
+    handle, spec = ready()
+    code, out, err = run(driver, handle, spec, PROBE_NETWORK.format(targets=[], port=host_server))
+    assert code == 0, err
+    seen = json.loads(out)
+    for name in ("allowed", "connect", "postgres", "private", "metadata", "loopback"):
+        assert seen[name].startswith("HTTP/1.1 403"), (name, seen[name])
+
+
+def test_memory_limit_kills_a_runaway_allocation(driver, ready):
+    handle, spec = ready(resources=Resources(memory_mb=128, pids=64, cpus=1.0))
+    meta = json.loads((Path(handle.ref) / "meta.json").read_text())
+    code, _, _ = run(driver, handle, spec, "b = bytearray(2**30)\nprint(len(b))")
+    oom = cgroups.oom_kills(meta["cgroups"])
+    assert code in (137, -9) or oom > 0
+    if meta["cgroups"]:
+        assert oom > 0
+    # The sandbox itself (and the host running this test) carry on.
+    assert RunnerClient(driver.endpoints(handle).runner_url, spec.runner_token).health()["ok"]
+
+
+def test_pids_limit_stops_a_fork_bomb(driver, ready):
+    handle, spec = ready(resources=Resources(memory_mb=256, pids=32, cpus=1.0))
+    code, out, err = run(
+        driver,
+        handle,
+        spec,
+        """
+        import os, time
+        children, error = [], None
+        for _ in range(200):
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                error = type(exc).__name__
+                break
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+        print(len(children), error)
+        for pid in children:
+            os.kill(pid, 9)
+        """,
+    )
+    assert code == 0, err
+    count, error = out.split()
+    assert int(count) < 32
+    assert error == "BlockingIOError"
+
+
+def test_destroy_kills_every_process_within_two_seconds(driver, ready):
+    handle, spec = ready()
+    code, _, err = run(
+        driver,
+        handle,
+        spec,
+        """
+        import subprocess
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        for _ in range(5):
+            subprocess.Popen(["sleep", "1000"], start_new_session=True, **quiet)
+        subprocess.Popen(["sh", "-c", "trap '' TERM HUP INT; sleep 1000"], **quiet)
+        """,
+    )
+    assert code == 0, err
+    meta = json.loads((Path(handle.ref) / "meta.json").read_text())
+    pids = _pids_of(meta) | set(sandbox_processes())
+    assert len(pids) >= 9
+    started = time.monotonic()
+    driver.destroy(handle)
+    assert time.monotonic() - started < 2.0
+    assert [pid for pid in pids if alive(pid)] == []
+    assert sandbox_processes() == []
+
+
+def test_sandbox_outlives_the_process_that_created_it(driver, lap_home):
+    spec = SandboxSpec(str(uuid.uuid4()), "shell", uuid.uuid4().hex)
+    creator = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from sandboxes.drivers.base import SandboxSpec
+        from sandboxes.drivers.local import LocalDriver
+        driver = LocalDriver(Path({str(lap_home)!r}), uid_base={UID_BASE})
+        driver.create(SandboxSpec({spec.sandbox_id!r}, "shell", {spec.runner_token!r}))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", creator], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    handle = local.SandboxHandle(
+        spec.sandbox_id, "local", str(lap_home / "sandboxes" / spec.sandbox_id)
+    )
+    try:
+        driver.wait_ready(handle, READY_TIMEOUT)
+        (info,) = driver.list()
+        assert info.state == "running"
+    finally:
+        driver.destroy(handle)
+    assert driver.list() == []
+
+
+def test_wait_ready_reports_a_jail_that_died(lap_home):
+    broken = LocalDriver(lap_home, python="/usr/bin/false", uid_base=UID_BASE)
+    handle = broken.create(SandboxSpec(str(uuid.uuid4()), "shell", "t"))
+    try:
+        with pytest.raises(DriverError, match="exited before its runner was ready"):
+            broken.wait_ready(handle, READY_TIMEOUT)
+        (info,) = broken.list()
+        assert (info.state, info.reason) == ("exited", "exited")
+    finally:
+        broken.destroy(handle)
+
+
+def test_list_reports_an_oom_killed_sandbox(driver, ready):
+    handle, spec = ready(resources=Resources(memory_mb=96, pids=64, cpus=1.0))
+    meta = json.loads((Path(handle.ref) / "meta.json").read_text())
+    if not meta["cgroups"]:
+        pytest.skip("cgroup v1 is not writable here: limits are rlimits, no OOM counter")
+    run(driver, handle, spec, "b = bytearray(2**30)")
+    assert driver.list()[0].state == "running"  # only the allocating process died
+    os.kill(meta["jail_pid"], 9)  # the jail ends after an OOM kill
+    deadline = time.monotonic() + 2
+    while driver.list()[0].state == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (info,) = driver.list()
+    assert (info.state, info.reason) == ("exited", "OOMKilled")
+
+
+def test_sandbox_env_points_at_the_relayed_proxy():
+    env = LocalDriver.sandbox_env()
+    assert env["HTTPS_PROXY"] == env["http_proxy"] == "http://127.0.0.1:3128"
+    assert env["NO_PROXY"] == "localhost,127.0.0.1"

@@ -12,13 +12,16 @@ Each sandbox runs two detached process trees, so they outlive the process that c
 (a django-q2 worker may be recycled) and leave it no zombies: ``sh`` starts them in the
 background, prints the pid and exits.
 
-- The jail: ``env --default-signal`` → ``prlimit`` → ``setpriv`` (root only: a distinct
-  unprivileged uid per sandbox, no groups) → ``bwrap`` → the runner. ``sh`` first moves
-  itself into the sandbox's cgroups, so everything after it is limited from its first
-  instruction.
-- The egress proxy (``egress_proxy``) under its own unprivileged uid, outside the jail, in
-  the host network namespace, serving the socket the jail sees as ``/run/lap/proxy.sock``.
-  It exits with the jail, and the agent cannot signal it (another pid namespace).
+- The jail: ``env --default-signal`` → [``unshare --mount`` + ``mount --bind``: only when
+  the interpreter's path is not traversable by other uids, e.g. under ``/root``; the bind
+  lives in a private mount namespace and vanishes with the jail] → ``prlimit`` →
+  ``setpriv`` (root only: a distinct unprivileged uid per sandbox, no groups) → ``bwrap``
+  → the runner. ``sh`` first moves itself into the sandbox's cgroups, so everything after
+  it is limited from its first instruction.
+- The egress proxy (``egress_proxy``, stdlib only, on the system ``/usr/bin/python3`` when
+  there is one) under its own unprivileged uid, outside the jail, in the host network
+  namespace, serving the socket the jail sees as ``/run/lap/proxy.sock``. It exits with the
+  jail, and the agent cannot signal it (another pid namespace).
 
 Any process finds them again through ``meta.json``; start times guard against pid reuse.
 """
@@ -59,6 +62,8 @@ SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BWRAP_MISSING = (
     "bubblewrap (bwrap) is not installed: apt-get install bubblewrap; see README → Requirements"
 )
+# Bind-mount SOURCE TARGET pairs (up to "--") in this private mount namespace, then exec "$@".
+STAGE = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; shift; exec "$@"'
 # Start "$@" detached (after joining the cgroups given first) and print its pid.
 LAUNCH = (
     'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 1; shift; n=$((n - 1)); done; '
@@ -70,8 +75,9 @@ class LocalDriver:
     """Sandboxes as bubblewrap jails on this machine, state under ``<home>/sandboxes``.
 
     ``home`` is the platform's state directory (``LAP_HOME``); the jails never see it.
-    ``python`` is the interpreter that runs the runner (and the egress proxy); the default,
-    ``/usr/bin/python3``, is inside ``/usr``, which every jail sees anyway. When the platform
+    ``python`` is the interpreter that runs the runner; the default is the platform's own
+    (its install prefix is bound read-only at its own path), ``"/usr/bin/python3"`` needs no
+    bind at all (the runner must then support that version). When the platform
     runs as root, sandbox slot ``n`` runs as uid ``uid_base + 2n`` and its proxy as
     ``uid_base + 2n + 1``; otherwise both run as the invoking user.
     """
@@ -190,7 +196,7 @@ class LocalDriver:
     def _check_available(self) -> None:
         if shutil.which("bwrap") is None:
             raise DriverUnavailable(BWRAP_MISSING)
-        for tool in ("setpriv", "prlimit") if self.privileged else ("prlimit",):
+        for tool in ("setpriv", "prlimit", "unshare") if self.privileged else ("prlimit",):
             if shutil.which(tool) is None:
                 raise DriverUnavailable(f"{tool} is not installed: apt-get install util-linux")
 
@@ -200,14 +206,6 @@ class LocalDriver:
                 runtime = local_jail.resolve_runtime(self.python)
             except (OSError, subprocess.SubprocessError) as exc:
                 raise DriverUnavailable(f"the local driver cannot run the runner: {exc}") from exc
-            if self.privileged:
-                for source, _ in runtime.binds:
-                    blocked = local_jail.unreadable_by_others(source)
-                    if blocked is not None:
-                        raise DriverUnavailable(
-                            f"{source} is needed inside sandboxes, but {blocked} is not "
-                            "readable by their unprivileged uids; choose another python"
-                        )
             self._runtime = runtime
         return self._runtime
 
@@ -250,6 +248,12 @@ class LocalDriver:
             (directory / name).mkdir(mode=0o700)
             os.chown(directory / name, uid, uid)
         local_jail.write_etc(directory / "etc", uid, uid, hostname)
+        stage: list[str] = []
+        if self.privileged:
+            stage = [s for s, _ in runtime.binds if local_jail.unreadable_by_others(s)]
+            for index in range(len(stage)):
+                (directory / "stage" / str(index)).mkdir(mode=0o755, parents=True)
+            runtime = runtime.staged(directory / "stage", stage)
         tools = self.home / "tools"
         groups = cgroups.create(spec.sandbox_id, spec.resources)
         meta: dict[str, Any] = {
@@ -287,14 +291,19 @@ class LocalDriver:
                     command=local_jail.runner_command(runtime),
                 )
                 jail_pid = _spawn(
-                    ["prlimit", *limits, "--", *self._as_uid(uid), *argv],
+                    [
+                        *_staging(stage, directory / "stage"),
+                        *("prlimit", *limits, "--"),
+                        *self._as_uid(uid),
+                        *argv,
+                    ],
                     env=local_jail.runner_env(spec.runner_token, tools.is_dir()),
                     log=directory / "jail.log",
                     cgroup_procs=[f"{group}/cgroup.procs" for group in groups.values()],
                     pass_fds=(status.fileno(),),
                 )
             meta.update(jail_pid=jail_pid, jail_start=_start_time(jail_pid))
-            proxy_pid = self._spawn_proxy(spec, directory, proxy_uid, listener, jail_pid, runtime)
+            proxy_pid = self._spawn_proxy(spec, directory, proxy_uid, listener, jail_pid)
             meta.update(proxy_pid=proxy_pid, proxy_start=_start_time(proxy_pid))
         finally:
             listener.close()
@@ -307,15 +316,17 @@ class LocalDriver:
         uid: int,
         listener: socket.socket,
         jail_pid: int,
-        runtime: local_jail.Runtime,
     ) -> int:
         rules = [f"--allow={rule}" for rule in spec.egress.allow_out]
         rules += [f"--deny={rule}" for rule in spec.egress.deny_out]
+        python = local_jail.SYSTEM_PYTHON
+        if not os.access(python, os.X_OK):
+            python = self._resolve_runtime().python
         # The proxy uid may not be able to read the checkout: hand it the script as an fd.
         with open(Path(__file__).with_name("egress_proxy.py"), "rb") as script:
             argv = [
                 *self._as_uid(uid),
-                runtime.python,
+                python,
                 "-I",
                 f"/proc/self/fd/{script.fileno()}",
                 f"--fd={listener.fileno()}",
@@ -387,6 +398,17 @@ def _spawn(
     if done.returncode != 0 or not done.stdout.strip().isdigit():
         raise DriverError(f"cannot start {argv[0]}: {_tail(log)}", retryable=True)
     return int(done.stdout)
+
+
+def _staging(sources: list[str], stage: Path) -> list[str]:
+    """The launcher prefix that bind-mounts ``sources`` to ``stage/<n>`` (nothing if none)."""
+    if not sources:
+        return []
+    mounts = [arg for n, source in enumerate(sources) for arg in (source, str(stage / str(n)))]
+    return [
+        *("unshare", "--mount", "--propagation", "private", "--"),
+        *("/bin/sh", "-c", STAGE, "lap-stage", *mounts, "--"),
+    ]
 
 
 def _private(path: Path) -> Path:

@@ -9,7 +9,7 @@ capabilities, a new session, and a read-only root that holds only:
   ``nsswitch.conf``;
 - the runner at ``/opt/lap/lib/sandboxes/runner`` with its libraries (``pyte``, ``wcwidth``,
   ``websockets``) beside it, and the harness tools (``<home>/tools``) at ``/opt/lap/tools``;
-- the interpreter's install, bound at its own path, when it lives outside ``/usr``.
+- the interpreter's install, bound read-only at its own path, when it lives outside ``/usr``.
 
 Writable: ``/work`` and ``/tmp`` (the sandbox's own directories) and ``/run/lap`` (the runner
 socket, the proxy socket, the recording). ``/proc`` is the jail's own; ``/dev`` is bwrap's
@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ RUNNER_SOCKET = "runner.sock"
 PROXY_SOCKET = "proxy.sock"
 PROXY_ADDRESS = "127.0.0.1:3128"
 RUNNER_LIBRARIES = ("pyte", "wcwidth", "websockets")
-DEFAULT_PYTHON = "/usr/bin/python3"
+SYSTEM_PYTHON = "/usr/bin/python3"
 MERGED_USR = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 HOST_ETC = (
     "alternatives",
@@ -73,15 +74,31 @@ class Runtime:
     python: str
     binds: tuple[tuple[str, str], ...]
 
+    def staged(self, stage: Path, hidden: list[str]) -> Runtime:
+        """The same runtime with each bind source in ``hidden`` read from ``stage/<n>`` instead.
+
+        The launcher bind-mounts those sources there in a private mount namespace, so bwrap,
+        running as the sandbox uid, can reach a source whose host path it may not traverse.
+        """
+        binds = tuple(
+            (str(stage / str(hidden.index(source))) if source in hidden else source, dest)
+            for source, dest in self.binds
+        )
+        return Runtime(self.python, binds)
+
 
 def resolve_runtime(python: str | None) -> Runtime:
     """Find the interpreter, the runner package and its libraries on the host.
 
-    ``python`` defaults to Debian's ``/usr/bin/python3``: it lives in ``/usr``, which every
-    jail already sees, so no home directory has to be exposed. Any other interpreter has its
-    install prefix bound read-only at its own path.
+    ``python`` defaults to the platform's own interpreter (the one the runner is tested
+    with; its libraries come from the same environment). An interpreter outside ``/usr``
+    has its install prefix bound read-only at its own path (shared libpython, absolute
+    RPATH); ``/usr/bin/python3`` needs no extra bind at all.
     """
-    chosen = os.path.realpath(python or DEFAULT_PYTHON)
+    if python is None:
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        python = os.path.join(sys.base_prefix, "bin", version)
+    chosen = os.path.realpath(python)
     if not os.access(chosen, os.X_OK):
         raise FileNotFoundError(f"no executable python at {chosen}")
     binds: list[tuple[str, str]] = []

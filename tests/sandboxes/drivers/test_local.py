@@ -190,6 +190,7 @@ def test_cannot_see_state_dir_checkout_or_other_sandboxes(driver, ready, lap_hom
         spec,
         f"""
         import json, os, subprocess
+        from pathlib import Path
         names = {{"keys.json", "lap.sqlite3", "{marker}", "lapsite", ".lap-state", ".venv",
                   "docker.sock", ".s.PGSQL.5432", "redis.sock", "mysqld.sock"}}
         open("/work/own-{marker}", "w").write("{marker}")
@@ -204,7 +205,9 @@ def test_cannot_see_state_dir_checkout_or_other_sandboxes(driver, ready, lap_hom
              "/dev/shm", "/root", "/home", "/var"],
             capture_output=True, text=True,
         )
-        print(json.dumps({{"found": found, "grep": grep.stdout.split(),
+        prefix = {sys.base_prefix!r}
+        ancestors = {{str(p): sorted(os.listdir(p)) for p in Path(prefix).parents if str(p) != "/"}}
+        print(json.dumps({{"found": found, "grep": grep.stdout.split(), "ancestors": ancestors,
                            "top": sorted(os.listdir("/"))}}))
         """,
         timeout=120,
@@ -214,9 +217,15 @@ def test_cannot_see_state_dir_checkout_or_other_sandboxes(driver, ready, lap_hom
     # The only hit is the sandbox's own file: grep ran and saw nothing else.
     assert seen["found"] == []
     assert seen["grep"] == [f"/work/own-{marker}"]
-    assert seen["top"] == sorted(
-        ["bin", "dev", "etc", "lib", "lib64", "opt", "proc", "run", "sbin", "tmp", "usr", "work"]
-    )
+    top = {"bin", "dev", "etc", "lib", "lib64", "opt", "proc", "run", "sbin", "tmp", "usr", "work"}
+    # The runner's interpreter, when it lives outside /usr, and nothing beside it.
+    prefix = Path(sys.base_prefix)
+    if prefix.parts[1] != "usr":
+        top.add(prefix.parts[1])
+        for ancestor in prefix.parents[:-1]:
+            child = prefix.relative_to(ancestor).parts[0]
+            assert seen["ancestors"][str(ancestor)] == [child]
+    assert seen["top"] == sorted(top)
 
 
 @pytest.fixture

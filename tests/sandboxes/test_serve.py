@@ -38,31 +38,61 @@ def serve_env(tmp_path):
     return env
 
 
-def test_serves_healthz_and_stops_on_sigterm(serve_env):
+def start(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "lap_serve", "--port", str(port)],
-        env=serve_env,
+        env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert f"http://127.0.0.1:{port}/" in process.stdout.readline()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "daphne never answered"
-                time.sleep(0.2)
-        assert response.status_code == 200
-        assert response.json()["ok"] is True
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+    assert f"http://127.0.0.1:{port}/" in process.stdout.readline()
+    return process, port
+
+
+def wait_for_healthz(port: int) -> httpx.Response:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "daphne never answered"
+            time.sleep(0.2)
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.fixture
+def served(serve_env):
+    process, port = start(serve_env)
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    process.stdout.close()
+
+
+def test_serves_healthz_and_stops_cleanly_on_sigterm(served):
+    process, port = served
+    response = wait_for_healthz(port)
+    assert response.status_code == 200
+    assert response.json()["ok"] is True
+    children = children_of(process.pid)
+    assert len(children) == 2
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert not any(Path(f"/proc/{child}").exists() for child in children)
+
+
+def test_exits_with_an_error_when_a_child_dies(served):
+    process, port = served
+    wait_for_healthz(port)
+    daphne, qcluster = children_of(process.pid)
+    os.kill(qcluster, signal.SIGKILL)
+    assert process.wait(timeout=30) != 0
+    assert not Path(f"/proc/{daphne}").exists()
+    with pytest.raises(ProcessLookupError):  # the q cluster's workers went too
+        os.killpg(qcluster, 0)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,7 +31,10 @@ class Command(BaseCommand):
             subprocess.Popen([*manage, "qcluster"], start_new_session=True),
         ]
 
+        stopping: list[int] = []
+
         def forward(signum: int, frame: object) -> None:
+            stopping.append(signum)
             for child in children:
                 if child.poll() is None:
                     child.send_signal(signum)
@@ -51,6 +55,13 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+            # A child that died abruptly may leave its own workers behind (the q
+            # cluster's); each child leads its own session, so its group is ours to end.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+        if stopping:
+            return  # asked to stop: however the children ended, that is a clean exit
         code = os.waitstatus_to_exitcode(status)
-        if code:
-            raise SystemExit(code if code > 0 else 128 - code)
+        name = "daphne" if pid == children[0].pid else "qcluster"
+        self.stderr.write(f"{name} exited unexpectedly (status {code}); stopped the other")
+        raise SystemExit(code if code > 0 else 1)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
-import os
-import signal
 from collections.abc import AsyncIterator, Callable
 
-from .terminal import exit_status
+from .terminal import exit_status, kill_session
 
 READ_SIZE = 65536
 
@@ -20,9 +18,9 @@ async def run(
     """Run ``argv`` (no shell) and yield its events.
 
     Yields ``{"stream": "stdout"|"stderr", "data": str}`` as output arrives (decoded as UTF-8
-    with replacement), then ``{"exit_code": N}``; on timeout the whole process group is killed
+    with replacement), then ``{"exit_code": N}``; on timeout every process of its session is killed
     and the last event is ``{"exit_code": None, "error": "timeout"}``. If the consumer stops
-    early (the client went away) the process group is killed too. Raises OSError if the
+    early (the client went away) the processes are killed too. Raises OSError if the
     program or ``cwd`` cannot be used.
     """
     process = await asyncio.create_subprocess_exec(
@@ -57,14 +55,14 @@ async def run(
                 break
             yield event
         if timed_out:
-            _kill_group(process.pid)
+            kill_session(process.pid)
             await process.wait()
             yield {"exit_code": None, "error": "timeout"}
         else:
             yield {"exit_code": exit_status(await process.wait())}
     finally:
         if process.returncode is None:
-            _kill_group(process.pid)
+            kill_session(process.pid)
             await process.wait()
         for reader in readers:
             reader.cancel()
@@ -82,13 +80,6 @@ async def _pump(
             emit({"stream": name, "data": text})
         if not data:
             return
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def encode(event: dict[str, object]) -> bytes:

@@ -48,6 +48,7 @@ class Request:
     headers: dict[str, str]  # names lower-cased
     head: bytes  # the raw request head, for the WebSocket handshake
     body: bytes = field(default=b"")
+    streaming: bool = False  # a streamed answer has begun: no error response is possible
 
     @property
     def is_websocket(self) -> bool:

@@ -22,12 +22,15 @@ next redraw — the runner nudges one by sending SIGWINCH when a client resizes 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict, deque
 
 import pyte
 from pyte import graphics, modes
 from pyte.screens import Char, StaticDefaultDict
+
+log = logging.getLogger(__name__)
 
 _ALT_SCREEN_MODES = frozenset({47, 1047, 1049})
 _ENTER_ALT_SCREEN = b"\x1b[?1049h"
@@ -110,6 +113,11 @@ class ModelScreen(pyte.Screen):
     def reset(self) -> None:
         self.saved_main = None
         super().reset()
+
+    def select_graphic_rendition(self, *attrs: int, private: bool = False) -> None:
+        # CSI > ... m (xterm's modifyOtherKeys, sent by vim) is not SGR; pyte 0.8 would crash.
+        if not private:
+            super().select_graphic_rendition(*attrs)
 
     def set_mode(self, *modes: int, **kwargs: bool) -> None:
         if kwargs.get("private") and self.saved_main is None and _ALT_SCREEN_MODES & set(modes):
@@ -200,7 +208,14 @@ class TerminalModel:
     def _parse(self, start: int, end: int) -> None:
         if end > start:
             base = self._ring_start
-            self._stream.feed(bytes(self._ring[start - base : end - base]))
+            try:
+                # Queries do not change the screen, and pyte shows some (DCS) as text.
+                self._stream.feed(_QUERIES.sub(b"", self._ring[start - base : end - base]))
+            except Exception:
+                # pyte chokes on some unusual sequences; a glitch in the model must never
+                # take the terminal down. Start a fresh parser at the next byte.
+                log.warning("screen model failed to parse output", exc_info=True)
+                self._stream = pyte.ByteStream(self.screen)
 
     def snapshot(self) -> bytes:
         """One frame that gives a fresh terminal the scrollback and reproduces the screen."""
@@ -209,7 +224,9 @@ class TerminalModel:
 
     def _scrollback(self) -> bytes:
         ring = self._ring
-        start = _clean_start(ring, max(0, len(ring) - self._ring_bytes))
+        start = max(0, len(ring) - self._ring_bytes)
+        if start or self._ring_start:  # output was cut off: do not start mid-sequence
+            start = _clean_start(ring, start)
         end = len(ring)
         if self.screen.in_alt_screen:
             # Replay only what the main screen showed before the program switched away;

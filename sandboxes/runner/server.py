@@ -122,7 +122,15 @@ class Runner:
             if handler is None:
                 raise HTTPError(405, f"{request.path} takes {', '.join(methods)}")
             await httpio.read_body(reader, request)
-            await handler(request, writer)
+            try:
+                await handler(request, writer)
+            except (HTTPError, ConnectionError):
+                raise
+            except Exception:
+                if request.streaming:  # the head is out: all we can do is cut the stream
+                    raise
+                log.exception("%s %s failed", request.method, request.path)
+                raise HTTPError(500, "internal error") from None
         except HTTPError as exc:
             writer.write(httpio.json_response(exc.status, {"error": exc.message}))
             await writer.drain()
@@ -182,6 +190,7 @@ class Runner:
                 first = await anext(events)
             except OSError as exc:
                 raise HTTPError(400, f"cannot run {argv[0]!r}: {exc.strerror}") from None
+            request.streaming = True
             writer.write(httpio.response_head(200, "application/x-ndjson"))
             writer.write(httpio.chunk(execute.encode(first)))
             async for event in events:
@@ -251,7 +260,9 @@ def _use_pidfd_child_watcher() -> None:
         os.close(os.pidfd_open(os.getpid()))
     except (AttributeError, OSError):
         return
-    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
 
 
 async def _listen(runner: Runner, listen: str) -> tuple[asyncio.Server, str]:

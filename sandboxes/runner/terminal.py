@@ -4,12 +4,17 @@ Hot path: the event loop watches the PTY master (``add_reader``); each readiness
 reads what is there (coalescing up to ``READ_BATCH`` bytes), appends it to the scrollback
 ring, the recording, and writes one frame per client. Nothing on that path parses the output
 or waits for a client (see ``screen.py`` and ``ws.py`` for why).
+
+Flow control: when every attached client is backed up, the terminal stops reading the PTY
+until the first of them drains (the harness then blocks in write(), as on a real terminal),
+but for at most ``MAX_PAUSE`` seconds — a client that stopped reading altogether is not
+waited for; its buffer then overflows and it is dropped with 4408.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
+import contextlib
 import fcntl
 import logging
 import os
@@ -30,11 +35,33 @@ MAX_PENDING_INPUT = 1024 * 1024
 DRAIN_TIMEOUT = 0.5  # after the harness exits, wait this long for its last output
 IDLE_BEFORE_FEED = 0.1  # the model is fed only after this much quiet on the PTY
 IDLE_FEED_SLICE = 2048  # bytes of pyte work per loop iteration in idle time (~4 ms)
+MAX_PAUSE = 1.0  # longest wait for a backed-up client before reading the PTY again
 
 
 def exit_status(returncode: int) -> int:
     """A shell-style exit code: 128 + N for a process killed by signal N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (its leader's pid).
+
+    Killing the process group is not enough: an interactive shell puts each job in a group
+    of its own, all within the session the harness was started in.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(sid, signal.SIGKILL)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # state, ppid, pgrp, session
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _set_controlling_tty() -> None:
@@ -66,6 +93,8 @@ class Terminal:
         self._loop = asyncio.get_running_loop()
         self._finished = asyncio.Event()
         self.exit_code: int | None = None
+        self._pause: asyncio.Task[None] | None = None
+        self._eof = False  # every slave fd is closed: nothing more to read
         self._loop.add_reader(master_fd, self._on_readable)
         self._waiter = self._loop.create_task(self._wait())
 
@@ -129,6 +158,7 @@ class Terminal:
             except OSError:  # EIO: every slave fd is closed
                 data = b""
             if not data:
+                self._eof = True
                 self._loop.remove_reader(self._fd)
                 if self.process.returncode is not None:
                     self._finish()
@@ -147,6 +177,27 @@ class Terminal:
             client.send_binary(data)
             if not client.is_open:
                 self._clients.discard(client)
+        if self._clients and all(client.backed_up for client in self._clients):
+            self._loop.remove_reader(self._fd)
+            self._pause = self._loop.create_task(self._resume_when_drained(tuple(self._clients)))
+
+    async def _resume_when_drained(self, clients: tuple[TtyClient, ...]) -> None:
+        waiters = [asyncio.ensure_future(client.drained()) for client in clients]
+        try:
+            await asyncio.wait(waiters, timeout=MAX_PAUSE, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            self._resume()
+
+    def _resume(self) -> None:
+        """Read the PTY again after a pause (no-op when not paused)."""
+        if self._pause is not None:
+            if self._pause is not asyncio.current_task():
+                self._pause.cancel()
+            self._pause = None
+            if not self._eof and not self.exited:
+                self._loop.add_reader(self._fd, self._on_readable)
 
     def feed_model_when_idle(self) -> bool:
         """Give the screen model a slice of pending output if the PTY is quiet.
@@ -170,9 +221,11 @@ class Terminal:
             self._send_exit(client)
         elif client.is_open:
             self._clients.add(client)
+            self._resume()
 
     def detach(self, client: TtyClient) -> None:
         self._clients.discard(client)
+        self._resume()
 
     def write(self, client: TtyClient, data: bytes) -> None:
         """Keystrokes from ``client``; resize follows the most recent writer."""
@@ -239,6 +292,8 @@ class Terminal:
         if self._finished.is_set():
             return
         self._finished.set()
+        if self._pause is not None:
+            self._pause.cancel()
         self._loop.remove_reader(self._fd)
         if self._pending_input:
             self._loop.remove_writer(self._fd)
@@ -254,13 +309,8 @@ class Terminal:
         client.close(CLOSE_NORMAL)
 
     def kill(self) -> None:
-        """Kill the harness's process group and drop every client with 1001."""
-        if self.process.returncode is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except OSError as exc:
-                if exc.errno != errno.ESRCH:
-                    raise
+        """Kill every process of the harness's session and drop every client with 1001."""
+        kill_session(self.process.pid)
         for client in tuple(self._clients):
             client.close(CLOSE_GOING_AWAY, REASON_GOING_AWAY)
         self._clients.clear()

@@ -3,13 +3,16 @@
 The runner does its own I/O so that fan-out stays synchronous: the PTY reader callback writes
 each output frame straight into every client's asyncio transport, with no queue hand-off or
 task switch per chunk. The transport's write buffer is the client's bounded queue — once it
-holds more than ``max_buffer`` bytes the client is closed with 4408 and gets nothing more,
-so neither the PTY nor the other clients ever wait for it.
+holds more than ``max_buffer`` bytes the client is closed with 4408 and gets nothing more.
+Above ``PAUSE_BYTES`` a client counts as backed up; the terminal stops reading the PTY only
+while every client is backed up (see ``Terminal``), so output flows at the pace of the
+fastest client and a slower one falls behind until it is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from .protocol import CLOSE_TOO_SLOW, MSG_PING, MSG_PONG, MSG_RESIZE, REASON_TOO
 log = logging.getLogger(__name__)
 
 MAX_BUFFER = 4 * 1024 * 1024
+PAUSE_BYTES = 1024 * 1024
 MAX_MESSAGE = 1024 * 1024
 CLOSE_TIMEOUT = 10.0  # how long a closing client may take to answer our close frame
 MAX_SIZE = 1000  # largest accepted cols/rows
@@ -49,7 +53,9 @@ class TtyClient:
         max_buffer: int = MAX_BUFFER,
     ) -> None:
         self._reader = reader
+        self._writer = writer
         self._transport = writer.transport
+        self._transport.set_write_buffer_limits(high=PAUSE_BYTES, low=PAUSE_BYTES // 4)
         self._max_buffer = max_buffer
         self._protocol = ServerProtocol(max_size=MAX_MESSAGE)
         self._fragments: list[bytes] = []
@@ -71,6 +77,16 @@ class TtyClient:
     @property
     def is_open(self) -> bool:
         return self._protocol.state is State.OPEN
+
+    @property
+    def backed_up(self) -> bool:
+        """More than ``PAUSE_BYTES`` of output wait in this client's buffer."""
+        return self._transport.get_write_buffer_size() > PAUSE_BYTES
+
+    async def drained(self) -> None:
+        """Return once the client's buffer fell back to a quarter of ``PAUSE_BYTES``."""
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()
 
     def send_binary(self, data: bytes) -> None:
         """Queue an output frame; closes the client with 4408 when its buffer overflows."""

@@ -1,0 +1,463 @@
+"""The mitmproxy addon of the vault sidecar: egress policy, stub swapping, echo scrubbing.
+
+Hooks, in the order a request meets them:
+
+- ``http_connect``: refuse before the first bundle (503), refuse destinations the egress rules or
+  the resolved addresses forbid (403), and remember the tunnel's authority and checked addresses.
+- ``server_connect``: resolve (or reuse the CONNECT-time answer), check every address again and
+  pin the connection to the checked address with the host name as SNI, so a second DNS answer
+  (rebinding) cannot move it. A refusal kills the connection (the client sees 502).
+- ``requestheaders``: take the policy snapshot, require ``Host``/``:authority`` to match the
+  tunnel, find the stubs in every header (also inside ``Basic``) and in the URL, block the whole
+  request (never forwarded) when one is unknown or one secret may not go to this host, else swap.
+  Chunked or large bodies stream through a split-safe ``StreamRewriter``.
+- ``request``: swap stubs in buffered bodies of any content type, decoding gzip/deflate/br/zstd.
+- ``responseheaders`` / ``response``: scrub real values back to stubs in headers and bodies;
+  streamed responses (SSE, chunked, large) through a ``StreamRewriter``.
+- ``websocket_message``: client messages swapped under the current policy, server ones scrubbed.
+
+One interception record per request goes to ``Vault.record``. Hook bodies never log a header,
+a body or an exception message: those could hold a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+from mitmproxy import http
+from mitmproxy.proxy import server_hooks
+
+from sidecar.control import Vault
+from sidecar.rules import IPAddress, Refused, ip_literal, normalise_host
+from sidecar.swap import (
+    STUB_PREFIX,
+    Policy,
+    Scan,
+    Secret,
+    StreamRewriter,
+    scan_header,
+    scan_target,
+    swap_header,
+    swap_target,
+)
+
+log = logging.getLogger("lap.sidecar")
+
+BUFFER_LIMIT = 1024 * 1024
+DECODABLE = frozenset({"gzip", "deflate", "br", "zstd", "x-gzip"})
+NO_BODY_STATUS = frozenset({101, 204, 304})
+_STUB_TOKEN = re.compile(rb"lap_stub_[A-Za-z0-9_]*")
+
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+async def system_resolver(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to, through the system resolver."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+@dataclass
+class _FlowState:
+    policy: Policy
+    host: str
+    path: str
+    started: float
+    credentials: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)
+    request_stream: StreamRewriter | None = None
+    response_stream: StreamRewriter | None = None
+    blocked: str | None = None
+
+
+def _record_path(target: bytes) -> str:
+    """The path of a request target without its query, any stub-like token replaced."""
+    path = target.partition(b"?")[0]
+    decoded = unquote_to_bytes(path)
+    if STUB_PREFIX in decoded:
+        path = _STUB_TOKEN.sub(b"[stub]", decoded)
+    return path.decode("utf-8", "replace")
+
+
+def _blocked(status: int, reason: str, credential: str | None = None) -> http.Response:
+    body: dict[str, str] = {"error": "vault_blocked", "reason": reason}
+    if credential is not None:
+        body["credential"] = credential
+    return http.Response.make(
+        status,
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "X-Vault-Blocked": reason},
+    )
+
+
+def _authority_matches(authority: str, host: str, port: int, default_port: int) -> bool:
+    if authority.startswith("["):
+        name, _, rest = authority[1:].partition("]")
+        given_port = rest[1:] if rest.startswith(":") else ""
+    elif authority.count(":") == 1:
+        name, _, given_port = authority.partition(":")
+    else:
+        name, given_port = authority, ""
+    try:
+        number = int(given_port) if given_port else default_port
+    except ValueError:
+        return False
+    return normalise_host(name) == host and number == port
+
+
+def _encoding(message: http.Message) -> str:
+    return message.headers.get("content-encoding", "").strip().lower()
+
+
+class VaultAddon:
+    """Enforces the vault policy held by ``vault`` on every flow mitmproxy hands it."""
+
+    def __init__(self, vault: Vault, resolver: Resolver = system_resolver) -> None:
+        self.vault = vault
+        self.resolve = resolver
+        self.tunnels: dict[str, tuple[str, int]] = {}
+        self.checked: dict[str, tuple[str, list[IPAddress]]] = {}
+
+    # -- destinations -------------------------------------------------------------------------
+
+    async def _checked_addresses(self, policy: Policy, host: str, port: int) -> list[IPAddress]:
+        policy.egress.check_host(host)
+        literal = ip_literal(host)
+        if literal is not None:
+            return [literal]
+        try:
+            addresses = await self.resolve(host, port)
+        except OSError as error:
+            raise Refused("name does not resolve") from error
+        if not addresses:
+            raise Refused("name does not resolve")
+        for address in addresses:
+            policy.egress.check_address(host, address)
+        return addresses
+
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        policy = self.vault.policy
+        host = normalise_host(flow.request.host)
+        port = flow.request.port
+        if policy is None:
+            flow.response = _blocked(503, "vault_not_ready")
+            self._record_blocked(flow, host, "", "vault_not_ready", 503)
+            return
+        try:
+            addresses = await self._checked_addresses(policy, host, port)
+        except Refused as refused:
+            log.info("CONNECT refused: %s", refused)
+            flow.response = _blocked(403, "egress_denied")
+            self._record_blocked(flow, host, "", "egress_denied", 403)
+            return
+        flow.request.host = host
+        self.tunnels[flow.client_conn.id] = (host, port)
+        self.checked[flow.client_conn.id] = (host, addresses)
+
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        policy = self.vault.policy
+        if policy is None:
+            data.server.error = "vault not ready"
+            return
+        if data.server.address is None:
+            return
+        host, port = normalise_host(str(data.server.address[0])), data.server.address[1]
+        cached = self.checked.pop(data.client.id, None)
+        try:
+            if cached is not None and cached[0] == host:
+                for address in cached[1]:
+                    policy.egress.check_address(host, address)
+                addresses = cached[1]
+            else:
+                addresses = await self._checked_addresses(policy, host, port)
+        except Refused as refused:
+            log.info("upstream connection refused: %s", refused)
+            data.server.error = f"egress_denied: {refused}"
+            return
+        if data.server.sni is None and ip_literal(host) is None:
+            data.server.sni = host
+        data.server.address = (str(addresses[0]), port)
+
+    def client_disconnected(self, client: object) -> None:
+        client_id = getattr(client, "id", None)
+        self.tunnels.pop(client_id, None)  # type: ignore[arg-type]
+        self.checked.pop(client_id, None)  # type: ignore[arg-type]
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        started = time.monotonic()
+        policy = self.vault.policy
+        request = flow.request
+        tunnel = self.tunnels.get(flow.client_conn.id)
+        if tunnel is not None:
+            host, port = tunnel
+        else:
+            host, port = normalise_host(request.host), request.port
+        path = _record_path(request.data.path)
+        if policy is None:
+            flow.response = _blocked(503, "vault_not_ready")
+            self._record_blocked(flow, host, path, "vault_not_ready", 503)
+            return
+        state = _FlowState(policy, host, path, started)
+        flow.metadata["lap"] = state
+        default_port = 443 if request.scheme == "https" else 80
+        authority = request.host_header
+        if authority is not None and not _authority_matches(authority, host, port, default_port):
+            self._block(flow, state, 421, "authority_mismatch")
+            return
+        if tunnel is None:
+            try:
+                policy.egress.check_host(host)
+            except Refused:
+                self._block(flow, state, 403, "egress_denied")
+                return
+        request.headers.pop("proxy-authorization", None)
+        scan = Scan()
+        hit_headers = [scan_header(policy, scan, value) for _, value in request.headers.fields]
+        hit_target = scan_target(policy, scan, request.data.path)
+        if scan and not self._allowed(flow, state, scan, tls=request.scheme == "https"):
+            return
+        if any(hit_headers):
+            request.headers.fields = tuple(
+                (name, swap_header(policy, value) if hit else value)
+                for (name, value), hit in zip(request.headers.fields, hit_headers, strict=True)
+            )
+        if hit_target:
+            request.data.path = swap_target(policy, request.data.path)
+        self._plan_request_body(flow, state)
+
+    def _allowed(self, flow: http.HTTPFlow, state: _FlowState, scan: Scan, *, tls: bool) -> bool:
+        """Block the flow (all or nothing) unless every stub it carries may go to its host."""
+        if scan.unknown:
+            self._block(flow, state, 403, "unknown_stub")
+            return False
+        for secret in sorted(scan.secrets, key=lambda s: s.name):
+            if not tls:
+                self._block(flow, state, 403, "credential_requires_tls", secret.name)
+                return False
+            if not secret.allowed_for(state.host):
+                self._block(flow, state, 403, "credential_not_allowed_for_host", secret.name)
+                return False
+        state.credentials.update(s.name for s in scan.secrets)
+        return True
+
+    def _plan_request_body(self, flow: http.HTTPFlow, state: _FlowState) -> None:
+        request = flow.request
+        policy = state.policy
+        length = request.headers.get("content-length")
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+        unknown_length = length is None and (chunked or request.is_http2 or request.is_http3)
+        if not unknown_length and (length is None or not length.isdigit()):
+            return
+        if not unknown_length and int(length) <= BUFFER_LIMIT:
+            return  # buffered: swapped in ``request``
+        if policy.stub_re is None or _encoding(request) not in ("", "identity"):
+            request.stream = True
+            return
+        if length is not None:
+            del request.headers["content-length"]
+            if not (request.is_http2 or request.is_http3):
+                request.headers["transfer-encoding"] = "chunked"
+        state.request_stream = StreamRewriter(
+            policy.stub_re,
+            policy.longest_stub,
+            lambda stub: self._stream_swap(state, policy.by_stub[stub]),
+        )
+        request.stream = state.request_stream
+
+    def _stream_swap(self, state: _FlowState, secret: Secret) -> bytes:
+        if state.host in state.refused or not secret.allowed_for(state.host):
+            state.refused.add(secret.name)
+            return secret.stub
+        state.credentials.add(secret.name)
+        return secret.value
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        state: _FlowState | None = flow.metadata.get("lap")
+        if state is None or flow.response is not None or flow.request.stream:
+            return
+        raw = flow.request.raw_content
+        if not raw:
+            return
+        encoding = _encoding(flow.request)
+        if encoding in ("", "identity"):
+            body = raw
+        elif encoding in DECODABLE:
+            try:
+                body = flow.request.get_content(strict=True) or b""
+            except ValueError:
+                return  # not decodable: forwarded as sent, no stub can be swapped in it
+        else:
+            return
+        if STUB_PREFIX not in body:
+            return
+        scan = Scan()
+        scan.add(state.policy, body)
+        if self._allowed(flow, state, scan, tls=flow.request.scheme == "https"):
+            flow.request.content = state.policy.swap(body)
+
+    # -- responses -----------------------------------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state: _FlowState | None = flow.metadata.get("lap")
+        response = flow.response
+        if state is None or response is None or state.blocked:
+            return
+        policy = state.policy
+        if policy.value_re is None:
+            return
+        fields = response.headers.fields
+        if policy.has_value(b"\n".join(value for _, value in fields)):
+            response.headers.fields = tuple((n, policy.scrub(v)) for n, v in fields)
+        if flow.request.method == "HEAD" or response.status_code in NO_BODY_STATUS:
+            return
+        length = response.headers.get("content-length")
+        event_stream = response.headers.get("content-type", "").startswith("text/event-stream")
+        if length is not None and length.isdigit() and int(length) <= BUFFER_LIMIT:
+            if not event_stream:
+                return  # buffered: scrubbed in ``response``
+        if _encoding(response) not in ("", "identity"):
+            response.stream = True
+            return
+        if length is not None:
+            del response.headers["content-length"]
+        if not (response.is_http2 or response.is_http3):
+            response.headers["transfer-encoding"] = "chunked"
+        state.response_stream = StreamRewriter(policy.value_re, policy.longest_value, policy.scrub)
+        response.stream = state.response_stream
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        state: _FlowState | None = flow.metadata.get("lap")
+        response = flow.response
+        if state is None or response is None:
+            return
+        if not state.blocked and not response.stream and state.policy.value_re is not None:
+            self._scrub_body(state.policy, response)
+        self._record(flow, state)
+
+    def _scrub_body(self, policy: Policy, response: http.Response) -> None:
+        raw = response.raw_content
+        if not raw:
+            return
+        encoding = _encoding(response)
+        if encoding in ("", "identity"):
+            if policy.has_value(raw):
+                response.content = policy.scrub(raw)
+            return
+        if encoding not in DECODABLE:
+            return
+        try:
+            body = response.get_content(strict=True) or b""
+        except ValueError:
+            return
+        if policy.has_value(body):
+            response.content = policy.scrub(body)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        state: _FlowState | None = flow.metadata.get("lap")
+        if state is not None:
+            self._record(flow, state, reason="upstream_error")
+
+    # -- WebSocket -----------------------------------------------------------------------------
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        assert flow.websocket is not None
+        message = flow.websocket.messages[-1]
+        policy = self.vault.policy
+        state: _FlowState | None = flow.metadata.get("lap")
+        if policy is None or state is None:
+            message.drop()
+            flow.kill()
+            return
+        content = message.content
+        if not message.from_client:
+            if policy.has_value(content):
+                message.content = policy.scrub(content)
+            return
+        if STUB_PREFIX not in content:
+            return
+        scan = Scan()
+        scan.add(policy, content)
+        refused = scan.unknown or any(not s.allowed_for(state.host) for s in scan.secrets)
+        if refused:
+            log.info("WebSocket message with a refused stub: connection closed")
+            message.drop()
+            flow.kill()
+            return
+        state.credentials.update(s.name for s in scan.secrets)
+        message.content = policy.swap(content)
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _block(
+        self,
+        flow: http.HTTPFlow,
+        state: _FlowState,
+        status: int,
+        reason: str,
+        credential: str | None = None,
+    ) -> None:
+        flow.response = _blocked(status, reason, credential)
+        flow.metadata["lap"] = state
+        if credential is not None:
+            state.credentials.add(credential)
+        state.blocked = reason
+
+    def _record(self, flow: http.HTTPFlow, state: _FlowState, reason: str | None = None) -> None:
+        """Append the flow's one record and forget its state (later hooks then do nothing)."""
+        request, response = flow.request, flow.response
+        reason = state.blocked or reason
+        if reason is None and state.refused:
+            reason = "credential_not_allowed_for_host"
+        bytes_out = (
+            state.request_stream.bytes_out
+            if state.request_stream
+            else len(request.raw_content or b"")
+        )
+        if response is None:
+            bytes_in = 0
+        elif state.response_stream is not None:
+            bytes_in = state.response_stream.bytes_in
+        else:
+            bytes_in = len(response.raw_content or b"")
+        self.vault.record(
+            method=request.method,
+            host=state.host,
+            path=state.path,
+            decision="blocked" if state.blocked else "allowed",
+            reason=reason,
+            credentials=sorted(state.credentials | state.refused),
+            status=response.status_code if response is not None else None,
+            bytes_out=bytes_out,
+            bytes_in=bytes_in,
+            duration_ms=round((time.monotonic() - state.started) * 1000, 3),
+        )
+        flow.metadata.pop("lap", None)
+
+    def _record_blocked(
+        self, flow: http.HTTPFlow, host: str, path: str, reason: str, status: int
+    ) -> None:
+        self.vault.record(
+            method=flow.request.method,
+            host=host,
+            path=path,
+            decision="blocked",
+            reason=reason,
+            credentials=[],
+            status=status,
+            bytes_out=0,
+            bytes_in=0,
+            duration_ms=0.0,
+        )

@@ -1,0 +1,297 @@
+"""Test support for the vault sidecar: CAs, TLS upstreams, a running sidecar, bundle pushes.
+
+- ``Pki``: a trustme CA as the platform root, a per-test intermediate (path length 0) issued
+  with ``cryptography``, and a separate trustme CA for the upstream servers.
+- ``Upstream``: an aiohttp HTTPS server on 127.0.0.1 in its own thread, with an echo endpoint,
+  a streaming upload counter, an SSE endpoint and a WebSocket echo; it records what it received.
+- ``Sidecar``: ``python -m sidecar`` as a subprocess, its stderr kept for the log-leak check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import json
+import os
+import secrets
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trustme
+from aiohttp import WSMsgType, web
+from cryptography import x509
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parents[2]
+LOG_DIR_ENV = "LAP_SIDECAR_TEST_LOGS"
+
+
+def make_stub(name: str) -> str:
+    return f"lap_stub_{name}_{secrets.token_hex(16)}"
+
+
+def make_value(name: str) -> str:
+    return f"real-{name.lower()}-{secrets.token_urlsafe(24)}"
+
+
+@dataclass
+class Pki:
+    """The platform root (trusted by clients), the sidecar's intermediate and the upstream CA."""
+
+    root: trustme.CA = field(default_factory=trustme.CA)
+    upstream: trustme.CA = field(default_factory=trustme.CA)
+
+    def ca_pem(self) -> bytes:
+        """Intermediate key + intermediate certificate + root certificate, as ``ca.pem``."""
+        root_cert = x509.load_pem_x509_certificate(self.root.cert_pem.bytes())
+        root_key = serialization.load_pem_private_key(self.root.private_key_pem.bytes(), None)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lap sandbox test CA")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(root_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(root_cert.public_key()),  # type: ignore[arg-type]
+                False,
+            )
+            .sign(root_key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return key_pem + cert.public_bytes(serialization.Encoding.PEM) + self.root.cert_pem.bytes()
+
+
+class Upstream:
+    """An HTTPS server (aiohttp, own thread and loop) that records every request it receives."""
+
+    def __init__(self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1")):
+        self.cert = ca.issue_cert(*names)
+        self.received: list[dict[str, Any]] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> Upstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/upload", self._upload)
+        app.router.add_get("/sse", self._sse)
+        app.router.add_get("/ws", self._ws)
+        app.router.add_route("*", "/{tail:.*}", self._echo)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.cert.configure_cert(context)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        seen = {
+            "method": request.method,
+            "path": request.path_qs,
+            "raw_path": request.raw_path,
+            "headers": list(request.headers.items()),
+            "body": body.decode("utf-8", "replace"),
+        }
+        self.received.append(seen)
+        echo_header = request.headers.get("X-Echo", "")
+        return web.json_response(seen, headers={"X-Echoed": echo_header} if echo_header else {})
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        digest = hashlib.sha256()
+        size = 0
+        tail = b""
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            size += len(chunk)
+            tail = (tail + chunk)[-4096:]
+        seen = {
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": list(request.headers.items()),
+            "size": size,
+            "sha256": digest.hexdigest(),
+            "tail": tail.decode("utf-8", "replace"),
+        }
+        self.received.append(seen)
+        return web.json_response({k: v for k, v in seen.items() if k != "headers"})
+
+    async def _sse(self, request: web.Request) -> web.StreamResponse:
+        """Sends ``text`` (query) as SSE events of ``size`` bytes each, so values are split."""
+        self.received.append({"method": "GET", "path": request.path_qs, "headers": []})
+        text = request.query["text"]
+        size = int(request.query.get("size", "5"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for start in range(0, len(text), size):
+            await response.write(f"data: {text[start : start + size]}\n\n".encode())
+            await asyncio.sleep(0.005)
+        await response.write_eof()
+        return response
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.received.append({"method": "GET", "path": request.path_qs, "headers": []})
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                self.received.append({"ws": message.data})
+                await ws.send_str(message.data)
+            elif message.type == WSMsgType.BINARY:
+                self.received.append({"ws": message.data.decode("utf-8", "replace")})
+                await ws.send_bytes(message.data)
+        return ws
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+
+class Sidecar:
+    """``python -m sidecar`` in a subprocess with a unix control socket."""
+
+    def __init__(self, workdir: Path, pki: Pki, log_path: Path) -> None:
+        self.workdir = workdir
+        self.state = workdir / "state"
+        self.state.mkdir(exist_ok=True)
+        self.key = Fernet.generate_key()
+        (self.state / "key.txt").write_bytes(self.key + b"\n")
+        (self.state / "ca.pem").write_bytes(pki.ca_pem())
+        self.root_pem = workdir / "root.pem"
+        pki.root.cert_pem.write_to_path(str(self.root_pem))
+        self.upstream_ca = workdir / "upstream-ca.pem"
+        pki.upstream.cert_pem.write_to_path(str(self.upstream_ca))
+        self.control = workdir / "control.sock"
+        self.ready = workdir / "ready"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def start(self, *extra: str) -> Sidecar:
+        self.control.unlink(missing_ok=True)
+        self.ready.unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sidecar",
+                    "--proxy",
+                    "127.0.0.1:0",
+                    "--control",
+                    f"unix:{self.control}",
+                    "--state-dir",
+                    str(self.state),
+                    "--upstream-ca",
+                    str(self.upstream_ca),
+                    "--ready-file",
+                    str(self.ready),
+                    "--verbose",
+                    *extra,
+                ],
+                cwd=REPO,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + 30
+        while not (self.ready.exists() and self.control.exists()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sidecar did not start; see {self.log_path}")
+            time.sleep(0.05)
+        self.address = self.ready.read_text().strip()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.address}"
+
+    def control_client(self) -> httpx.Client:
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.control)), base_url="http://sidecar"
+        )
+
+    def seal(self, bundle: dict[str, Any], key: bytes | None = None) -> bytes:
+        return Fernet(key or self.key).encrypt(json.dumps(bundle).encode())
+
+    def push(self, bundle: dict[str, Any], key: bytes | None = None) -> httpx.Response:
+        with self.control_client() as client:
+            return client.put("/bundle", content=self.seal(bundle, key))
+
+    def records(self, after: int = 0) -> list[dict[str, Any]]:
+        from sidecar.control import read_token
+
+        with self.control_client() as client:
+            response = client.get(
+                f"/interceptions?after={after}",
+                headers={"Authorization": f"Bearer {read_token(self.key)}"},
+            )
+        response.raise_for_status()
+        return response.json()["records"]
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        context = ssl.create_default_context(cafile=str(self.root_pem))
+        return httpx.Client(proxy=self.proxy_url, verify=context, timeout=30, **kwargs)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

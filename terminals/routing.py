@@ -1,0 +1,17 @@
+"""WebSocket routes. Authentication happens in the consumer (tty token or cookie + Origin)."""
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import URLRouter
+from django.urls import path
+
+from terminals.consumers import TerminalConsumer
+
+websocket_urlpatterns = [
+    path(
+        "api/v1/managed_agents/sessions/<uuid:session_id>/tty",
+        TerminalConsumer.as_asgi(),
+        name="session-tty",
+    ),
+]
+
+websocket_application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))

@@ -9,7 +9,7 @@ import tempfile
 # tests/conftest.py removes it at the end of the run.
 os.environ.setdefault("LAP_HOME", tempfile.mkdtemp(prefix="lap-test-"))
 
-from lapsite.settings import *  # noqa: E402, F403
+from lapsite.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405

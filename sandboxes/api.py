@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Iterator
+
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +22,7 @@ from agents.services import agent_get
 from lapsite.schema import errors
 from sandboxes import services
 from sandboxes.models import Session
+from sandboxes.session_io import session_exec, session_recording
 
 SESSION_ID = OpenApiParameter(
     "session_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the session's id"
@@ -134,3 +141,89 @@ class SessionItemApi(APIView):
         stopped = services.session_stop(session)
         body = {"id": session.id, "status": "deleted" if stopped else session.status}
         return Response(SessionStopSerializer(body).data)
+
+
+class SessionExecSerializer(serializers.Serializer):
+    argv = serializers.ListField(
+        child=serializers.CharField(max_length=4096, allow_blank=True, trim_whitespace=False),
+        min_length=1,
+        max_length=256,
+        help_text="the program and its arguments (no shell; use `sh -c` for one)",
+    )
+    timeout = serializers.FloatField(
+        required=False, default=600, min_value=0.1, max_value=3600, help_text="seconds"
+    )
+
+
+class ExecEventSerializer(serializers.Serializer):
+    stream = serializers.ChoiceField(choices=["stdout", "stderr"], required=False)
+    data = serializers.CharField(required=False)
+    exit_code = serializers.IntegerField(required=False, allow_null=True)
+    error = serializers.CharField(required=False, help_text="`timeout` when the command was killed")
+
+
+async def _ndjson(events: Iterator[dict]) -> AsyncIterator[bytes]:
+    """Stream a blocking event iterator under ASGI without buffering it whole."""
+    read = sync_to_async(next, thread_sensitive=False)
+    finished = object()
+    try:
+        while (event := await read(events, finished)) is not finished:
+            yield json.dumps(event).encode() + b"\n"
+    finally:
+        await sync_to_async(events.close, thread_sensitive=False)()
+
+
+class NdjsonRenderer(JSONRenderer):
+    """Lets clients ask for ``application/x-ndjson``; errors still render as one JSON line."""
+
+    media_type = "application/x-ndjson"
+    format = "ndjson"
+
+
+class AsciicastRenderer(JSONRenderer):
+    media_type = "application/x-asciicast"
+    format = "cast"
+
+
+class SessionExecApi(APIView):
+    renderer_classes = [JSONRenderer, NdjsonRenderer]
+
+    @extend_schema(
+        operation_id="sessions_exec",
+        parameters=[SESSION_ID],
+        request=SessionExecSerializer,
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(
+                ExecEventSerializer,
+                description="one JSON event per line: output chunks, then `{exit_code}`",
+            ),
+            **errors(400, 404, 409, 503),
+        },
+        description="Runs one command in the sandbox with the harness's (stub) environment.",
+    )
+    def post(self, request: Request, session_id: str) -> StreamingHttpResponse:
+        session = services.session_get(session_id)
+        body = SessionExecSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        events = session_exec(session, **body.validated_data)
+        return StreamingHttpResponse(_ndjson(events), content_type="application/x-ndjson")
+
+
+class SessionRecordingApi(APIView):
+    renderer_classes = [JSONRenderer, AsciicastRenderer]
+
+    @extend_schema(
+        operation_id="sessions_recording",
+        parameters=[SESSION_ID],
+        responses={
+            (200, "application/x-asciicast"): OpenApiResponse(
+                OpenApiTypes.STR, description="asciicast v2 (`asciinema play` reads it)"
+            ),
+            **errors(404, 503),
+        },
+    )
+    def get(self, request: Request, session_id: str) -> HttpResponse:
+        session = services.session_get(session_id)
+        response = HttpResponse(session_recording(session), content_type="application/x-asciicast")
+        response["Content-Disposition"] = f'attachment; filename="session-{session.id}.cast"'
+        return response

@@ -42,6 +42,7 @@ from sandboxes.drivers.base import (
     SandboxSpec,
 )
 from sandboxes.models import Sandbox, Session, SessionMessage
+from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
 from sandboxes.runner_client import RunnerError
 from vault import crypto
@@ -240,9 +241,7 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
             _sandbox_destroy(driver, sandbox)
             return
         cols, rows = TERMINAL_SIZE
-        # Variables the driver needs in the harness env (e.g. the proxy address of the
-        # local jail); optional because it is not part of the driver Protocol yet.
-        env = {**getattr(driver, "sandbox_env", dict)(), **_harness_env(session)}
+        env = {**driver.sandbox_env(), **_harness_env(session)}
         client = runner_client(endpoints.runner_url, token)
         try:
             client.start(argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows)
@@ -271,6 +270,8 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
 def _sandbox_destroy(driver: SandboxDriver, sandbox: Sandbox) -> bool:
     """Destroy one sandbox; on a driver error leave the row for reconcile to retry."""
     handle = SandboxHandle(sandbox_id=str(sandbox.id), driver=sandbox.driver, ref=sandbox.ref)
+    if sandbox.state == Sandbox.State.RUNNING:
+        recording_keep(sandbox)
     try:
         driver.destroy(handle)
     except DriverError as error:

@@ -66,6 +66,9 @@ class FakeDriver:
     def wait_ready(self, handle: SandboxHandle, timeout: float) -> None:
         self._enter("wait_ready")
 
+    def sandbox_env(self) -> dict[str, str]:
+        return {"HTTPS_PROXY": "http://127.0.0.1:3128"}
+
     def endpoints(self, handle: SandboxHandle) -> Endpoints:
         self._enter("endpoints")
         return Endpoints(runner_url=f"fake://{handle.sandbox_id}")
@@ -114,7 +117,10 @@ class FakeRunnerClient:
     """Speaks for the runner of a ``FakeDriver`` sandbox (``fake://<sandbox id>``)."""
 
     def __init__(self, driver: FakeDriver, runner_url: str, token: str) -> None:
-        self.sandbox = driver.sandboxes[runner_url.removeprefix("fake://")]
+        sandbox = driver.sandboxes.get(runner_url.removeprefix("fake://"))
+        if sandbox is None:  # the real client fails the same way, on its first call
+            raise RunnerError("runner unreachable: the sandbox is gone")
+        self.sandbox = sandbox
         self.driver = driver
         if token != self.sandbox.spec.runner_token:
             raise RunnerError("401 unauthorized", status=401)
@@ -128,6 +134,12 @@ class FakeRunnerClient:
             raise RunnerError("already started", status=409)
         self.sandbox.started = {"argv": argv, "env": env, "cwd": cwd, "cols": cols, "rows": rows}
         return {"pid": 4242}
+
+    def recording(self) -> bytes | None:
+        """A one-line asciicast once the harness started (the real runner records the PTY)."""
+        if self.sandbox.started is None:
+            return None
+        return b'{"version": 2, "width": 120, "height": 40}\n[0.1, "o", "fake"]\n'
 
     def close(self) -> None:
         """Nothing to release; the real client closes its connection pool."""

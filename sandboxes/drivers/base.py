@@ -15,6 +15,9 @@ Every driver promises:
   owned; destroying a sandbox that is already gone succeeds.
 - ``list()`` returns every sandbox the driver knows, with its labels, so
   reconcile can find orphans and sandboxes that died (with the reason).
+- ``sandbox_env()`` gives the variables every harness env must carry to use the
+  sandbox's own services (the egress proxy address, later the CA bundle); the
+  platform merges them into the env it passes to the runner's ``/start``.
 """
 
 from __future__ import annotations
@@ -100,3 +103,5 @@ class SandboxDriver(Protocol):
     def destroy(self, handle: SandboxHandle) -> None: ...
 
     def list(self) -> list[SandboxInfo]: ...
+
+    def sandbox_env(self) -> dict[str, str]: ...

@@ -79,6 +79,7 @@ class _FlowState:
     request_stream: StreamRewriter | None = None
     response_stream: StreamRewriter | None = None
     blocked: str | None = None
+    recorded: bool = False
 
 
 def _record_path(target: bytes) -> str:
@@ -343,6 +344,8 @@ class VaultAddon:
         response = flow.response
         if state is None or response is None:
             return
+        if state.recorded:
+            return
         if not state.blocked and not response.stream and state.policy.value_re is not None:
             self._scrub_body(state.policy, response)
         self._record(flow, state)
@@ -416,7 +419,10 @@ class VaultAddon:
         state.blocked = reason
 
     def _record(self, flow: http.HTTPFlow, state: _FlowState, reason: str | None = None) -> None:
-        """Append the flow's one record and forget its state (later hooks then do nothing)."""
+        """Append the flow's one record (a WebSocket flow keeps its state for its messages)."""
+        if state.recorded:
+            return
+        state.recorded = True
         request, response = flow.request, flow.response
         reason = state.blocked or reason
         if reason is None and state.refused:
@@ -444,7 +450,6 @@ class VaultAddon:
             bytes_in=bytes_in,
             duration_ms=round((time.monotonic() - state.started) * 1000, 3),
         )
-        flow.metadata.pop("lap", None)
 
     def _record_blocked(
         self, flow: http.HTTPFlow, host: str, path: str, reason: str, status: int

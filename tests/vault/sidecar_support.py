@@ -167,15 +167,17 @@ class Upstream:
         return web.json_response({k: v for k, v in seen.items() if k != "headers"})
 
     async def _sse(self, request: web.Request) -> web.StreamResponse:
-        """Sends ``text`` (query) as SSE events of ``size`` bytes each, so values are split."""
+        """Sends each ``event`` (query, repeated) as one SSE event, written in pieces of ``size``
+        bytes with a pause between them, so a value inside an event crosses network chunks."""
         self.received.append({"method": "GET", "path": request.path_qs, "headers": []})
-        text = request.query["text"]
         size = int(request.query.get("size", "5"))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for start in range(0, len(text), size):
-            await response.write(f"data: {text[start : start + size]}\n\n".encode())
-            await asyncio.sleep(0.005)
+        for event in request.query.getall("event"):
+            raw = f"data: {event}\n\n".encode()
+            for start in range(0, len(raw), size):
+                await response.write(raw[start : start + size])
+                await asyncio.sleep(0.002)
         await response.write_eof()
         return response
 

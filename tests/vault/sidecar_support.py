@@ -104,6 +104,7 @@ class Upstream:
     def __init__(self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1")):
         self.cert = ca.issue_cert(*names)
         self.received: list[dict[str, Any]] = []
+        self.git_password = ""
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -125,6 +126,7 @@ class Upstream:
         app.router.add_route("*", "/upload", self._upload)
         app.router.add_get("/sse", self._sse)
         app.router.add_get("/ws", self._ws)
+        app.router.add_get("/repo.git/info/refs", self._git_refs)
         app.router.add_route("*", "/{tail:.*}", self._echo)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.cert.configure_cert(context)
@@ -146,6 +148,24 @@ class Upstream:
         self.received.append(seen)
         echo_header = request.headers.get("X-Echo", "")
         return web.json_response(seen, headers={"X-Echoed": echo_header} if echo_header else {})
+
+    async def _git_refs(self, request: web.Request) -> web.Response:
+        """A git smart-HTTP ref advertisement of an empty repository, behind Basic auth."""
+        self.received.append({"method": "GET", "path": request.path_qs, "headers": []})
+        expected = basic("x-access-token", self.git_password)
+        if request.headers.get("Authorization", "") != expected:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="git"'})
+
+        def pkt(line: bytes) -> bytes:
+            return b"%04x" % (len(line) + 4) + line
+
+        body = (
+            pkt(b"# service=git-upload-pack\n")
+            + b"0000"
+            + pkt(b"0" * 40 + b" capabilities^{}\x00agent=lap-test\n")
+            + b"0000"
+        )
+        return web.Response(body=body, content_type="application/x-git-upload-pack-advertisement")
 
     async def _upload(self, request: web.Request) -> web.Response:
         digest = hashlib.sha256()

@@ -14,6 +14,7 @@ from agents.services import agent_create
 from sandboxes import registry
 from sandboxes.services import session_bring_up, session_create
 from tests.fakes import FakeDriver
+from tests.live import LivePlatform
 
 SECRET = "ghp_s3cr3t-value-that-must-never-leak-9f2c"
 
@@ -90,3 +91,13 @@ def ready_session(session):
     session.refresh_from_db()
     assert session.status == "ready", session.failure_reason
     return session
+
+
+@pytest.fixture(scope="session")
+def live_platform():
+    """The real platform (``lap_serve``) on loopback with real bwrap sandboxes (tests/live.py)."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    platform = LivePlatform().start()
+    yield platform
+    platform.stop()

@@ -85,6 +85,9 @@ class LivePlatform:
     def start(self) -> LivePlatform:
         self.manage("migrate", "--no-input", "-v", "0")
         self.manage("lap_bootstrap")
+        return self.serve()
+
+    def serve(self) -> LivePlatform:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "manage.py", "lap_serve", "--port", str(self.port)],
@@ -106,7 +109,8 @@ class LivePlatform:
             time.sleep(0.1)
         raise RuntimeError(f"platform did not start:\n{self.log.read_text()[-3000:]}")
 
-    def stop(self) -> None:
+    def kill_server(self) -> None:
+        """Stop daphne and the worker; sandboxes keep running, as in a platform restart."""
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -114,6 +118,9 @@ class LivePlatform:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+    def stop(self) -> None:
+        self.kill_server()
         self.client.close()
         # Sandboxes outlive the platform by design (restarts must not kill them): end them here.
         driver = LocalDriver(self.home)
@@ -187,6 +194,18 @@ class LivePlatform:
             )
             assert reply.status_code == 302, reply.text[:500]
             return f"sessionid={browser.cookies['sessionid']}"
+
+    def lap_env(self, config_dir: Path, **extra: str) -> dict[str, str]:
+        """The environment for running the real ``lap`` CLI against this platform."""
+        proxies = {"http_proxy", "https_proxy", "all_proxy"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k.lower() not in proxies and not k.startswith("LAP_")
+        }
+        env.update(LAP_URL=self.url, LAP_KEY=self.key, LAP_CONFIG_DIR=str(config_dir), TERM="xterm")
+        env.update(extra)
+        return env
 
     def tty_url(self, session: dict) -> str:
         return f"ws://127.0.0.1:{self.port}{session['tty_url']}"

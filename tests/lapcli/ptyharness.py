@@ -1,0 +1,73 @@
+"""`lap` in a real pseudo-terminal (pexpect), for the PTY tests against either platform.
+
+`lap` runs under a small sh wrapper that prints `stty -a` of the outer PTY before and after, and
+lap's exit status, so every test can check that the terminal came back exactly as it was."""
+
+from __future__ import annotations
+
+import termios
+import time
+from pathlib import Path
+from typing import Protocol
+
+import pexpect
+
+from tests.lapcli.conftest import LAP
+
+
+class Platform(Protocol):
+    def lap_env(self, config_dir: Path, **extra: str) -> dict[str, str]: ...
+
+
+PROMPT = r"\$ "
+WRAPPER = (
+    # `trap : INT`: Ctrl-C is for lap; a handler (unlike an ignore) is reset when lap is exec'd.
+    'trap : INT; echo "<stty-before>"; stty -a; echo "</stty>"; "$@"; rc=$?; '
+    'echo "<stty-after>"; stty -a; echo "</stty>"; echo "lap-exit=$rc"'
+)
+
+
+class Lap:
+    """`lap ARGS` in a 100x30 pseudo-terminal."""
+
+    def __init__(self, platform: Platform, tmp_path: Path, *args: str) -> None:
+        self.child = pexpect.spawn(
+            "sh",
+            ["-c", WRAPPER, "sh", LAP, *args],
+            env=platform.lap_env(tmp_path / "conf"),
+            dimensions=(30, 100),
+            encoding="utf-8",
+            timeout=15,
+        )
+        self.stty_before = self._stty("before")
+
+    def _stty(self, which: str) -> list[str]:
+        self.child.expect(f"<stty-{which}>\r\n(.*?)</stty>")
+        # Compare settings, not layout (stty wraps to the width) or size (resized on purpose).
+        words = self.child.match.group(1).replace(";", " ").split()
+        return [
+            w
+            for i, w in enumerate(words)
+            if w not in ("rows", "columns") and words[i - 1] not in ("rows", "columns")
+        ]
+
+    def is_raw(self) -> bool:
+        lflag = termios.tcgetattr(self.child.child_fd)[3]
+        return not lflag & (termios.ICANON | termios.ECHO | termios.ISIG)
+
+    def finish(self, timeout: float = 15) -> int:
+        """Wait for lap to end; assert the terminal was restored; return lap's exit status."""
+        after = self._stty("after")
+        self.child.expect(r"lap-exit=(\d+)", timeout=timeout)
+        code = int(self.child.match.group(1))
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        assert after == self.stty_before
+        return code
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)

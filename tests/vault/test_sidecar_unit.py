@@ -1,0 +1,143 @@
+"""Pure logic of the sidecar (rules, swap) and the addon's DNS pinning, without a process."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+
+import pytest
+from cryptography.fernet import Fernet
+from mitmproxy.proxy import server_hooks
+from mitmproxy.test import tflow
+
+from sidecar.addon import VaultAddon
+from sidecar.control import PushRejected, Vault, parse_bundle
+from sidecar.rules import EgressRules, HostPatterns, Refused, ip_literal, normalise_host
+from sidecar.swap import Policy, Scan, Secret, StreamRewriter, scan_header, swap_header, swap_target
+
+STUB = b"lap_stub_GH_0123456789abcdef0123456789abcdef"
+VALUE = b"ghp_realvalue"
+
+
+def _policy(egress: EgressRules | None = None) -> Policy:
+    secret = Secret(
+        "GH", STUB, VALUE, HostPatterns.parse(["api.github.com", "*.githubusercontent.com"])
+    )
+    return Policy("sb", 1, [secret], egress or EgressRules.parse())
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        ("API.GitHub.com.", "api.github.com"),
+        ("[::1]", "::1"),
+        ("bücher.example", "xn--bcher-kva.example"),
+    ],
+)
+def test_normalise_host(raw, normal):
+    assert normalise_host(raw) == normal
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("api.github.com", True),
+        ("raw.githubusercontent.com", True),
+        ("githubusercontent.com", False),
+        ("evilgithub.com", False),
+        ("api.github.com.evil.test", False),
+    ],
+)
+def test_allowed_hosts_exact_and_wildcard(host, allowed):
+    assert _policy().by_stub[STUB].allowed_for(normalise_host(host)) is allowed
+
+
+@pytest.mark.parametrize(
+    "host", ["2130706433", "0x7f.0.0.1", "127.1", "017700000001", "::ffff:127.0.0.1"]
+)
+def test_ip_literal_forms_are_recognised_and_refused(host):
+    assert ip_literal(host) is not None
+    with pytest.raises(Refused):
+        EgressRules.parse().check_host(host)
+
+
+def test_public_ip_allowed_and_named_loopback_allowed():
+    EgressRules.parse().check_host("93.184.216.34")
+    rules = EgressRules.parse(["localhost", "10.0.0.0/8"])
+    rules.check_address("localhost", ipaddress.ip_address("127.0.0.1"))
+    rules.check_address("internal.test", ipaddress.ip_address("10.1.2.3"))
+    with pytest.raises(Refused):
+        rules.check_address("other.test", ipaddress.ip_address("127.0.0.1"))
+
+
+def test_scan_finds_known_unknown_and_basic_stubs():
+    policy = _policy()
+    scan = Scan()
+    basic = b"Basic " + base64.b64encode(b"x-access-token:" + STUB)
+    assert scan_header(policy, scan, basic)
+    assert scan.secrets == {policy.by_stub[STUB]} and not scan.unknown
+    assert base64.b64decode(swap_header(policy, basic)[6:]) == b"x-access-token:" + VALUE
+    scan.add(policy, b"lap_stub_GH_ffffffffffffffffffffffffffffffff")
+    assert scan.unknown
+
+
+def test_swap_target_keeps_other_components_encoded():
+    policy = _policy()
+    target = b"/a%20b/x?q=" + STUB.replace(b"_", b"%5F") + b"&keep=%2F"
+    assert swap_target(policy, target) == b"/a%20b/x?q=" + VALUE + b"&keep=%2F"
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 13, 44, 100])
+def test_stream_rewriter_handles_every_split(size):
+    policy = _policy()
+    body = b"a" + STUB + b"b" * 7 + STUB + STUB + b"z"
+    assert policy.stub_re is not None
+    rewriter = StreamRewriter(policy.stub_re, policy.longest_stub, policy.swap)
+    out = b""
+    for start in range(0, len(body), size):
+        chunks = rewriter(body[start : start + size])
+        assert b"" not in chunks
+        out += b"".join(chunks)
+    out += b"".join(rewriter(b""))
+    assert out == policy.swap(body)
+
+
+def test_parse_bundle_rejects_bad_entries():
+    with pytest.raises(PushRejected):
+        parse_bundle(b'{"sandbox_id": "sb", "version": 1, "secrets": [{"name": "X"}]}', None)
+    good = b'{"sandbox_id": "sb", "version": 2, "secrets": [], "egress": {}}'
+    with pytest.raises(PushRejected) as rejected:
+        parse_bundle(good, "other")
+    assert rejected.value.error == "sandbox_mismatch"
+    assert parse_bundle(good, "sb").version == 2
+
+
+async def test_server_connect_pins_the_checked_address_and_refuses_a_rebind():
+    answers = [[ipaddress.ip_address("93.184.216.34")], [ipaddress.ip_address("10.0.0.7")]]
+
+    async def resolver(host: str, port: int):
+        return answers.pop(0)
+
+    vault = Vault(Fernet.generate_key())
+    vault.policy = _policy()
+    addon = VaultAddon(vault, resolver=resolver)
+    flow = tflow.tflow()
+    flow.request.method = "CONNECT"
+    flow.request.host, flow.request.port = "Rebind.Example.", 443
+    await addon.http_connect(flow)
+    assert flow.response is None
+    data = server_hooks.ServerConnectionHookData(
+        server=tflow.tserver_conn(), client=flow.client_conn
+    )
+    data.server.address, data.server.sni = ("rebind.example", 443), None
+    await addon.server_connect(data)
+    assert data.server.error is None
+    assert data.server.address == ("93.184.216.34", 443)
+    assert data.server.sni == "rebind.example"
+    second = server_hooks.ServerConnectionHookData(
+        server=tflow.tserver_conn(), client=flow.client_conn
+    )
+    second.server.address = ("rebind.example", 443)
+    await addon.server_connect(second)
+    assert second.server.error is not None
+    assert second.server.error.startswith("egress_denied")

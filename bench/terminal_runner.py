@@ -1,0 +1,217 @@
+"""Keystroke echo and output throughput: a bare PTY versus the runner's /tty WebSocket.
+
+Both paths run the same programs: ``cat`` in raw mode for echo (each key goes through the
+program, not just the kernel's line discipline) and ``head -c 64M /dev/zero | base64`` for
+throughput. The runner path is one hop: this process -> unix socket -> runner -> PTY -> back,
+with the websockets client the platform's terminal bridge uses (``RunnerClient``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sandboxes.runner_client import RunnerClient, RunnerError
+
+ECHO_ROUNDS = 1000
+WARMUP = 50
+OUTPUT_BYTES = 64 * 1024 * 1024
+END = b"END-OF-BENCH"
+ECHO_PROGRAM = ["sh", "-c", "stty raw -echo; exec cat"]
+
+
+def flood_program(wrap: int) -> list[str]:
+    """Print base64 of OUTPUT_BYTES zeros after one line of input; ``wrap=0``: no newlines."""
+    return [
+        "sh",
+        "-c",
+        f"stty raw -echo; read _; head -c {OUTPUT_BYTES} /dev/zero | base64 -w {wrap};"
+        f" printf '{END.decode()}'",
+    ]
+
+
+# 76-column lines: base64 writes line by line, so the PTY sees many small writes as with most
+# programs; one endless line (large writes) shows what the runner itself can move.
+FLOODS = {"lines": flood_program(76), "raw": flood_program(0)}
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+TOKEN = secrets.token_hex(16)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- bare PTY ---------------------------------------------------------------------------
+
+
+def _spawn_bare(argv: list[str]) -> tuple[int, subprocess.Popen[bytes]]:
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, env=ENV, start_new_session=True
+    )
+    os.close(slave)
+    return master, process
+
+
+def _read_until(fd: int, needle: bytes, buf: bytes = b"") -> bytes:
+    while needle not in buf[-(len(needle) + 65536) :]:
+        select.select([fd], [], [])
+        buf += os.read(fd, 65536)
+    return buf
+
+
+def bare_echo() -> list[float]:
+    fd, process = _spawn_bare(ECHO_PROGRAM)
+    time.sleep(0.2)  # let stty run before the first key
+    samples = []
+    try:
+        for i in range(WARMUP + ECHO_ROUNDS):
+            started = time.perf_counter()
+            os.write(fd, b"x")
+            got = b""
+            while not got:
+                select.select([fd], [], [])
+                got = os.read(fd, 1024)
+            if i >= WARMUP:
+                samples.append(time.perf_counter() - started)
+    finally:
+        process.kill()
+        process.wait()
+        os.close(fd)
+    return samples
+
+
+def bare_throughput(program: list[str] = FLOODS["lines"]) -> float:
+    fd, process = _spawn_bare(program)
+    time.sleep(0.2)
+    total = 0
+    tail = b""
+    try:
+        started = time.perf_counter()
+        os.write(fd, b"\n")
+        while END not in tail:
+            select.select([fd], [], [])
+            data = os.read(fd, 65536)
+            total += len(data)
+            tail = tail[-len(END) :] + data
+        elapsed = time.perf_counter() - started
+    finally:
+        process.kill()
+        process.wait()
+        os.close(fd)
+    return total / elapsed / 1e6
+
+
+# -- through the runner -------------------------------------------------------------------
+
+
+class _Runner:
+    def __init__(self, directory: Path) -> None:
+        socket_path = directory / "runner.sock"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sandboxes.runner", "--listen", f"unix:{socket_path}"],
+            env={**os.environ, "LAP_RUNNER_TOKEN": TOKEN},
+            stderr=subprocess.DEVNULL,
+        )
+        self.client = RunnerClient(f"unix://{socket_path}", TOKEN)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.health()
+                break
+            except RunnerError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(10)
+
+
+async def runner_echo(runner: _Runner) -> list[float]:
+    runner.client.start(ECHO_PROGRAM, ENV, cwd="/")
+    ws = await runner.client.connect_tty()
+    await ws.recv()  # the attach snapshot
+    await asyncio.sleep(0.2)
+    samples = []
+    for i in range(WARMUP + ECHO_ROUNDS):
+        started = time.perf_counter()
+        await ws.send(b"x")
+        await ws.recv()
+        if i >= WARMUP:
+            samples.append(time.perf_counter() - started)
+    await ws.close()
+    return samples
+
+
+async def runner_throughput(runner: _Runner, program: list[str]) -> float:
+    runner.client.start(program, ENV, cwd="/")
+    ws = await runner.client.connect_tty()
+    await ws.recv()
+    await asyncio.sleep(0.2)
+    total = 0
+    tail = b""
+    started = time.perf_counter()
+    await ws.send(b"\n")
+    while END not in tail:
+        data = await ws.recv()
+        if isinstance(data, bytes):
+            total += len(data)
+            tail = tail[-len(END) :] + data
+    elapsed = time.perf_counter() - started
+    await ws.close()
+    return total / elapsed / 1e6
+
+
+def _through_runner() -> tuple[list[float], dict[str, float]]:
+    directory = Path(tempfile.mkdtemp(prefix="lap-bench-", dir="/tmp"))
+    runners: list[_Runner] = []
+    try:
+        for name in ("echo", *FLOODS):
+            (directory / name).mkdir()
+            runners.append(_Runner(directory / name))
+        echo = asyncio.run(runner_echo(runners[0]))
+        throughput = {
+            name: asyncio.run(runner_throughput(runner, program))
+            for runner, (name, program) in zip(runners[1:], FLOODS.items(), strict=True)
+        }
+    finally:
+        for runner in runners:
+            runner.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    return echo, throughput
+
+
+def main() -> None:
+    bare = (bare_echo(), {name: bare_throughput(program) for name, program in FLOODS.items()})
+    runner = _through_runner()
+    rows = []
+    for label, (echo, mbps) in (("bare PTY (in-process)", bare), ("runner /tty (unix)", runner)):
+        p50, p99 = statistics.median(echo) * 1e3, percentile(echo, 0.99) * 1e3
+        rows.append((label, p50, p99, mbps["lines"], mbps["raw"]))
+    print(
+        f"\nterminal_runner: echo n={ECHO_ROUNDS} through raw-mode cat;"
+        f" base64 of {OUTPUT_BYTES >> 20} MiB as 76-column lines and as one line"
+    )
+    print(f"{'path':<24}{'echo p50':>12}{'echo p99':>12}{'MB/s lines':>12}{'MB/s raw':>12}")
+    for label, p50, p99, lines, raw in rows:
+        print(f"{label:<24}{p50:>9.3f} ms{p99:>9.3f} ms{lines:>12.1f}{raw:>12.1f}")
+    ratios = [runner / bare for bare, runner in zip(rows[0][1:], rows[1][1:], strict=True)]
+    print(f"{'ratio runner / bare':<24}" + "".join(f"{r:>11.2f}x" for r in ratios))
+
+
+if __name__ == "__main__":
+    main()

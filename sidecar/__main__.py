@@ -1,8 +1,9 @@
 """``python -m sidecar``: the vault sidecar process (docs/vault-protocol.md, "Starting it").
 
-Builds mitmproxy's ``DumpMaster`` inside the running loop (no terminal log, no dumper, no flow
-files), with the per-sandbox CA in a private confdir, upstream verification always on, our
-``VaultAddon``, and the control endpoint as a second listener in the same loop. Log lines are
+Builds a ``VaultMaster`` (mitmproxy with only the addons the proxy needs: no terminal log, no
+dumper, no flow files) inside the running loop, with the per-sandbox CA in a private confdir,
+upstream verification always on, our ``VaultAddon``, and the control endpoint as a second
+listener in the same loop. Log lines are
 passed through a filter that replaces every current stub and real value before they are written.
 """
 
@@ -21,10 +22,10 @@ import tempfile
 from pathlib import Path
 
 from mitmproxy import ctx, options
-from mitmproxy.tools.dump import DumpMaster
 
 from sidecar.addon import VaultAddon
 from sidecar.control import ControlServer, Vault
+from sidecar.master import VaultMaster
 
 log = logging.getLogger("lap.sidecar")
 
@@ -102,7 +103,7 @@ async def run(args: argparse.Namespace) -> None:
         )
         if args.upstream_ca:
             opts.update(ssl_verify_upstream_trusted_ca=args.upstream_ca)
-        master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+        master = VaultMaster(opts)
         master.addons.add(VaultAddon(vault), _Ready(args.ready_file))
         control = await ControlServer(vault).start(args.control)
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ EDITABLE = (
     "env_var_hosts",
     "allow_out",
     "deny_out",
+    "stop_on_vault_block",
 )
 
 

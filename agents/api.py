@@ -48,6 +48,7 @@ class AgentSerializer(serializers.ModelSerializer):
             "env_var_hosts",
             "allow_out",
             "deny_out",
+            "stop_on_vault_block",
             "created_at",
         ]
 
@@ -76,6 +77,11 @@ class AgentCreateSerializer(serializers.Serializer):
     )
     deny_out = serializers.ListField(
         child=serializers.CharField(max_length=253), required=False, default=list
+    )
+    stop_on_vault_block = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="stop a session at its first blocked credential (vault tripwire)",
     )
 
     def validate(self, attrs: dict) -> dict:

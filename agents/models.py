@@ -26,6 +26,8 @@ class Agent(models.Model):
     env_var_hosts = models.JSONField(default=dict, blank=True)
     allow_out = models.JSONField(default=list, blank=True)
     deny_out = models.JSONField(default=list, blank=True)
+    # Stop a session at its first vault tripwire (a credential sent to a host it is not for).
+    stop_on_vault_block = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

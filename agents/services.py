@@ -15,6 +15,7 @@ from agents.validation import agent_errors, first_error
 from lapsite.errors import Conflict, LapError, NotFound
 from sandboxes.services import session_stop_all_for_agent
 from vault import crypto
+from vault.services import vault_push_for_agent
 
 # What responses show instead of a secret value; carries nothing from the value.
 SECRET_MASK = "••••••••"  # noqa: S105
@@ -30,7 +31,10 @@ UPDATABLE = (
     "env_var_hosts",
     "allow_out",
     "deny_out",
+    "stop_on_vault_block",
 )
+# Changes that alter what running sandboxes' vaults must hold: pushed to them at once.
+VAULT_FIELDS = frozenset({"env_vars", "env_var_hosts", "allow_out", "deny_out"})
 
 
 class AgentInvalid(LapError):
@@ -124,6 +128,7 @@ def agent_create(
     env_var_hosts: Mapping[str, list[str]] | None = None,
     allow_out: list[str] | None = None,
     deny_out: list[str] | None = None,
+    stop_on_vault_block: bool = False,
 ) -> Agent:
     """Create an agent; secrets are encrypted before they are stored.
 
@@ -140,6 +145,7 @@ def agent_create(
         env_var_hosts=dict(env_var_hosts or {}),
         allow_out=list(allow_out or []),
         deny_out=list(deny_out or []),
+        stop_on_vault_block=stop_on_vault_block,
         created_by=user if user is not None and user.pk else None,
     )
     _check(agent, env_plain)
@@ -151,11 +157,14 @@ def agent_create(
 def agent_update(agent: Agent, **changes: Any) -> Agent:
     """Apply a partial update and validate the result as a whole (``env_vars_merge``).
 
+    A change of secrets, their hosts or the egress rules is pushed to the vault of every
+    running sandbox of the agent (after commit), so rotation needs no restart.
     Raises ``AgentInvalid`` (400) for bad input and ``Conflict`` when the name is taken.
     """
     unknown = set(changes) - set(UPDATABLE)
     if unknown:
         raise AgentInvalid(f"cannot update {', '.join(sorted(unknown))}")
+    touched = set(changes)
     env_plain = env_vars_merge(agent, changes.pop("env_vars", None))
     for field, value in changes.items():
         setattr(agent, field, value)
@@ -164,6 +173,8 @@ def agent_update(agent: Agent, **changes: Any) -> Agent:
     _check(agent, env_plain)
     agent.env_vars = crypto.encrypt_map(env_plain)
     _save(agent)
+    if VAULT_FIELDS.intersection(touched):
+        vault_push_for_agent(agent)
     return agent
 
 

@@ -1,7 +1,9 @@
-"""Prometheus metrics: HTTP requests by view and status, sessions by status.
+"""Prometheus metrics: HTTP requests by view and status, sessions by status, vault blocks.
 
-Request metrics live in this process (daphne); the session gauge is computed
-from the database at each scrape, so it is right whichever process serves it.
+Request metrics live in this process (daphne); the session gauge and the
+``lap_vault_blocked_total`` counter (one per stored security event, raised by
+whichever process pulled the records) are computed from the database at each
+scrape, so they are right whichever process serves them.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from collections.abc import Callable, Iterator
 
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sandboxes.services import session_counts_by_status
+from vault.services import vault_blocked_count
 
 REQUESTS = Counter("lap_http_requests_total", "HTTP requests served", ["view", "method", "status"])
 LATENCY = Histogram(
@@ -39,6 +42,25 @@ class SessionsByStatus(Collector):
 
 
 REGISTRY.register(SessionsByStatus())
+
+
+def _blocked_counter() -> CounterMetricFamily:
+    return CounterMetricFamily(
+        "lap_vault_blocked", "Credentials the vault blocked from a host they are not allowed for"
+    )
+
+
+class VaultBlocked(Collector):
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield _blocked_counter()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        counter = _blocked_counter()
+        counter.add_metric([], vault_blocked_count())
+        yield counter
+
+
+REGISTRY.register(VaultBlocked())
 
 
 class MetricsMiddleware:

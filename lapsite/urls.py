@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(API, include("agents.urls")),
     path(API, include("sandboxes.urls")),
+    path(API, include("vault.urls")),
 ]

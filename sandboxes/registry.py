@@ -33,7 +33,7 @@ _override: tuple[SandboxDriver, RunnerClientFactory | None] | None = None
 
 def _driver_options(name: str) -> dict[str, Any]:
     if name == "local":
-        return {"home": settings.LAP_HOME}
+        return {"home": settings.LAP_HOME, "upstream_ca": settings.LAP_VAULT_UPSTREAM_CA or None}
     return {}
 
 
@@ -71,7 +71,7 @@ def use_driver(
 
 def _forget(*, setting: str, **kwargs: Any) -> None:
     global _loaded
-    if setting in ("LAP_SANDBOX_DRIVER", "LAP_HOME"):
+    if setting in ("LAP_SANDBOX_DRIVER", "LAP_HOME", "LAP_VAULT_UPSTREAM_CA"):
         _loaded = None
 
 

@@ -46,6 +46,7 @@ from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
 from sandboxes.runner_client import RunnerError
 from vault import crypto
+from vault.services import vault_prepare, vault_push, vault_set_control_url
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +156,7 @@ def session_create(
     return session
 
 
-def _stub(name: str) -> str:
-    return f"lap_stub_{name}_{secrets.token_hex(16)}"
-
-
-def _harness_env(session: Session) -> dict[str, str]:
+def _harness_env(session: Session, stubs: Mapping[str, str]) -> dict[str, str]:
     """The environment the harness starts with: settings and stubs, never a secret value."""
     agent = session.agent
     harness = harness_get(session.harness_id)
@@ -173,12 +170,9 @@ def _harness_env(session: Session) -> dict[str, str]:
     env.update({name: value for name, value in optional.items() if value})
     if harness is not None and harness.needs_llm and settings.LITELLM_API_BASE:
         env["LITELLM_API_BASE"] = settings.LITELLM_API_BASE
-        if settings.LITELLM_API_KEY:
-            env["LITELLM_API_KEY"] = _stub("LITELLM_API_KEY")
     if harness is not None and not harness.supports_tui:
         env["PORT"] = API_HARNESS_PORT
-    for name in sorted({*agent.env_vars, *session.env_vars}):
-        env[name] = _stub(name)
+    env.update(stubs)
     return env
 
 
@@ -218,6 +212,7 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
     )
     labels[LABEL_SANDBOX] = str(sandbox.id)
     Sandbox.objects.filter(pk=sandbox.pk).update(labels=labels)
+    stubs, material = vault_prepare(sandbox=sandbox, agent=session.agent, session=session)
     spec = SandboxSpec(
         sandbox_id=str(sandbox.id),
         harness=harness.id,
@@ -226,22 +221,29 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
         egress=EgressPolicy(
             allow_out=tuple(session.agent.allow_out), deny_out=tuple(session.agent.deny_out)
         ),
+        vault_material=material,
     )
     try:
         handle = driver.create(spec)
         sandbox.ref = handle.ref
         Sandbox.objects.filter(pk=sandbox.pk).update(ref=handle.ref)
+        _set_phase(session, Session.Phase.STARTING_VAULT)
         driver.wait_ready(handle, timeout=float(settings.LAP_CREATING_TIMEOUT))
         endpoints = driver.endpoints(handle)
         sandbox.runner_url = endpoints.runner_url
+        vault_set_control_url(sandbox, endpoints.vault_url)
         Sandbox.objects.filter(pk=sandbox.pk).update(
             runner_url=endpoints.runner_url, state=Sandbox.State.RUNNING
         )
+        if not _set_phase(session, Session.Phase.PUSHING_SECRETS):
+            _sandbox_destroy(driver, sandbox)
+            return
+        vault_push(sandbox)
         if not _set_phase(session, Session.Phase.STARTING_HARNESS, " ".join(harness.argv)):
             _sandbox_destroy(driver, sandbox)
             return
         cols, rows = TERMINAL_SIZE
-        env = {**driver.sandbox_env(), **_harness_env(session)}
+        env = {**driver.sandbox_env(), **_harness_env(session, stubs)}
         client = runner_client(endpoints.runner_url, token)
         try:
             client.start(argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows)
@@ -252,6 +254,9 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
         return
     except RunnerError as error:
         session_fail(session, f"starting the harness failed: {error}")
+        return
+    except LapError as error:  # from vault_push: the sidecar is unreachable or refused
+        session_fail(session, f"pushing secrets to the vault failed: {error.message}")
         return
     ready = session.transition(
         expected=(Session.Status.CREATING,),

@@ -23,6 +23,12 @@ def session_bring_up(session_id: str) -> None:
         raise
 
 
+def session_stop(session_id: str, reason: str = "") -> bool:
+    """Stop a session (e.g. at a vault tripwire); idempotent."""
+    session = Session.objects.filter(pk=session_id).first()
+    return session is not None and services.session_stop(session, reason=reason)
+
+
 def sandbox_reconcile() -> dict[str, int]:
     counts = services.reconcile()
     if counts:

@@ -15,6 +15,7 @@ from sandboxes import registry
 from sandboxes.services import session_bring_up, session_create
 from tests.fakes import FakeDriver
 from tests.live import LivePlatform
+from vault.sidecar_client import use_sidecar
 
 SECRET = "ghp_s3cr3t-value-that-must-never-leak-9f2c"
 
@@ -34,7 +35,10 @@ def fake_driver(request):
         yield None
         return
     driver = FakeDriver()
-    with registry.use_driver(driver, runner_client=driver.runner_client):
+    with (
+        registry.use_driver(driver, runner_client=driver.runner_client),
+        use_sidecar(driver.sidecar_client),
+    ):
         yield driver
 
 

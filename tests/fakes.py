@@ -5,11 +5,14 @@
 raise ``DriverError``), ``before`` (run a callback at the start of an
 operation, e.g. to stop a session mid-bring-up), ``exit`` and ``vanish``.
 Runner failures are ``RunnerError`` as with the real client: ``fail_runner``
-makes ``/start`` answer with one.
+makes ``/start`` answer with one. Each sandbox's vault is the sidecar's own ``Vault``
+(``sidecar.control``, no mitmproxy), so pushes are unsealed and version-checked for real;
+``FakeSidecarClient`` speaks for it at ``fake-vault://<sandbox id>``.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +26,8 @@ from sandboxes.drivers.base import (
     SandboxSpec,
 )
 from sandboxes.runner_client import RunnerError
+from sidecar.control import PushRejected, Vault
+from vault.sidecar_client import SidecarUnreachable
 
 
 @dataclass
@@ -31,6 +36,7 @@ class FakeSandbox:
     state: str = "running"
     reason: str = ""
     started: dict[str, Any] | None = None  # the body of the runner's /start
+    vault: Vault | None = None
 
     @property
     def handle(self) -> SandboxHandle:
@@ -61,6 +67,8 @@ class FakeDriver:
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         self._enter("create")
         sandbox = self.sandboxes.setdefault(spec.sandbox_id, FakeSandbox(spec))
+        if sandbox.vault is None and "key.txt" in spec.vault_material:
+            sandbox.vault = Vault(spec.vault_material["key.txt"], sandbox_id=spec.sandbox_id)
         return sandbox.handle
 
     def wait_ready(self, handle: SandboxHandle, timeout: float) -> None:
@@ -71,7 +79,9 @@ class FakeDriver:
 
     def endpoints(self, handle: SandboxHandle) -> Endpoints:
         self._enter("endpoints")
-        return Endpoints(runner_url=f"fake://{handle.sandbox_id}")
+        return Endpoints(
+            runner_url=f"fake://{handle.sandbox_id}", vault_url=f"fake-vault://{handle.sandbox_id}"
+        )
 
     def destroy(self, handle: SandboxHandle) -> None:
         self._enter("destroy")
@@ -111,6 +121,48 @@ class FakeDriver:
 
     def runner_client(self, runner_url: str, token: str) -> FakeRunnerClient:
         return FakeRunnerClient(self, runner_url, token)
+
+    def sidecar_client(self, control_url: str) -> FakeSidecarClient:
+        return FakeSidecarClient(self, control_url)
+
+    def vault(self, sandbox_id: str) -> Vault:
+        vault = self.sandboxes[sandbox_id].vault
+        assert vault is not None, "the sandbox has no vault"
+        return vault
+
+
+class FakeSidecarClient:
+    """Speaks for the ``Vault`` of a ``FakeDriver`` sandbox, as the control endpoint does."""
+
+    def __init__(self, driver: FakeDriver, control_url: str) -> None:
+        self.driver = driver
+        self.sandbox_id = control_url.removeprefix("fake-vault://")
+
+    def _vault(self) -> Vault:
+        sandbox = self.driver.sandboxes.get(self.sandbox_id)
+        if sandbox is None or sandbox.vault is None:
+            raise SidecarUnreachable("ConnectError")
+        self.driver._enter("vault")
+        return sandbox.vault
+
+    def put_bundle(self, sealed: bytes) -> tuple[int, dict[str, Any] | None]:
+        try:
+            self._vault().push(sealed)
+        except PushRejected as rejected:
+            return rejected.status, {"error": rejected.error}
+        return 204, None
+
+    def interceptions(
+        self, *, after: int, limit: int, read_token: str
+    ) -> tuple[int, dict[str, Any] | None]:
+        vault = self._vault()
+        if not hmac.compare_digest(read_token.encode(), vault.token.encode()):
+            return 401, {"error": "unauthorized"}
+        records, next_seq = vault.records_after(after, limit)
+        return 200, {"records": records, "next": next_seq}
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class FakeRunnerClient:

@@ -47,3 +47,11 @@ def encrypt_map(values: Mapping[str, str]) -> dict[str, str]:
 
 def decrypt_map(stored: Mapping[str, str]) -> dict[str, str]:
     return {name: decrypt(token) for name, token in stored.items()}
+
+
+def rotate(token: str) -> str:
+    """``token`` re-encrypted with the newest key (``DecryptionFailed`` if no key opens it)."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as error:
+        raise DecryptionFailed() from error

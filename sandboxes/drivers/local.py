@@ -5,10 +5,16 @@ State lives in ``<home>/sandboxes/<id>/`` (mode 0711, root's when the platform i
 - ``meta.json`` (0600): labels, uid, pids with their start times, cgroups, runner token;
 - ``work/``, ``tmp/``, ``run/`` (0700, the sandbox uid's): the jail's ``/work``, ``/tmp``
   and ``/run/lap`` (``runner.sock``, ``proxy.sock``, ``recording.cast``);
-- ``etc/``: the generated passwd/group/hosts/nsswitch.conf;
-- ``jail.log``, ``proxy.log``, ``status.json`` (bwrap's ``--json-status-fd``).
+- ``etc/``: the generated passwd/group/hosts/nsswitch.conf and ``ca-bundle.pem`` (the
+  vault's root plus the system CAs, the jail's ``/etc/lap/ca-bundle.pem``);
+- ``vault/`` (0700, the proxy uid's, never bound into the jail): the sidecar's state dir —
+  ``key.txt`` (sealing key) and ``ca.pem`` (intermediate key + chain) from
+  ``spec.vault_material``, ``proxyauth.txt``, ``upstream-ca.pem`` (optional), and the
+  sidecar's ``ctl.sock`` (the control endpoint, ``Endpoints.vault_url``) and ``proxy.addr``;
+- ``jail.log``, ``proxy.log`` (relay), ``vault.log`` (sidecar), ``status.json`` (bwrap's
+  ``--json-status-fd``).
 
-Each sandbox runs two detached process trees, so they outlive the process that created them
+Each sandbox runs three detached process trees, so they outlive the process that created them
 (a django-q2 worker may be recycled) and leave it no zombies: ``sh`` starts them in the
 background, prints the pid and exits.
 
@@ -18,10 +24,13 @@ background, prints the pid and exits.
   ``setpriv`` (root only: a distinct unprivileged uid per sandbox, no groups) → ``bwrap``
   → the runner. ``sh`` first moves itself into the sandbox's cgroups, so everything after
   it is limited from its first instruction.
-- The egress proxy (``egress_proxy``, stdlib only, on the system ``/usr/bin/python3`` when
-  there is one) under its own unprivileged uid, outside the jail, in the host network
-  namespace, serving the socket the jail sees as ``/run/lap/proxy.sock``. It exits with the
-  jail, and the agent cannot signal it (another pid namespace).
+- The vault sidecar (``python -m sidecar``, mitmproxy, on the platform's interpreter) under
+  the sandbox's proxy uid, outside the jail in a bwrap of its own that shares only the host
+  network: its proxy listens on an ephemeral 127.0.0.1 port, its control endpoint on
+  ``vault/ctl.sock``. Beside it, the relay (``proxy_relay``, stdlib only, same uid) serves
+  the socket the jail sees as ``/run/lap/proxy.sock`` and splices it to that port, adding the
+  per-sandbox proxy credentials (see ``proxy_relay``). Both exit with the jail, and the
+  agent cannot signal them or read their files (another uid and pid namespace).
 
 Any process finds them again through ``meta.json``; start times guard against pid reuse.
 """
@@ -33,10 +42,12 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +69,13 @@ UID_BASE = 1_200_000
 MAX_SLOTS = 50_000
 DESTROY_BUDGET = 1.5
 SOCKET_PATH_MAX = 107
+VAULT_DIR = "vault"
+VAULT_CONTROL = "ctl.sock"
+VAULT_READY = "proxy.addr"
+VAULT_AUTH = "proxyauth.txt"
+VAULT_UPSTREAM_CA = "upstream-ca.pem"
+VAULT_FILES = ("key.txt", "ca.pem")  # from spec.vault_material; the sidecar's alone
+TRUST_BUNDLE = "ca-bundle.pem"  # from spec.vault_material; the jail's, read-only
 SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BWRAP_MISSING = (
     "bubblewrap (bwrap) is not installed: apt-get install bubblewrap; see README → Requirements"
@@ -78,36 +96,53 @@ class LocalDriver:
     ``python`` is the interpreter that runs the runner; the default is the platform's own
     (its install prefix is bound read-only at its own path), ``"/usr/bin/python3"`` needs no
     bind at all (the runner must then support that version). When the platform
-    runs as root, sandbox slot ``n`` runs as uid ``uid_base + 2n`` and its proxy as
-    ``uid_base + 2n + 1``; otherwise both run as the invoking user.
+    runs as root, sandbox slot ``n`` runs as uid ``uid_base + 2n`` and its proxy (the vault
+    sidecar and the relay) as ``uid_base + 2n + 1``; otherwise all run as the invoking user.
+    ``sidecar_python`` runs the vault sidecar (it needs mitmproxy; default: the platform's
+    own interpreter); ``upstream_ca`` is a PEM bundle the sidecars trust for upstreams besides
+    the system CAs (tests: a trustme CA). A spec without ``vault_material`` gets no sidecar:
+    its jail has no way out at all.
     """
 
     name = "local"
 
-    def __init__(self, home: Path, python: str | None = None, uid_base: int = UID_BASE) -> None:
+    def __init__(
+        self,
+        home: Path,
+        python: str | None = None,
+        uid_base: int = UID_BASE,
+        sidecar_python: str | None = None,
+        upstream_ca: str | None = None,
+    ) -> None:
         self.home = Path(home)
         self.root = self.home / "sandboxes"
         self.python = python
         self.uid_base = uid_base
+        self.sidecar_python = sidecar_python or sys.executable
+        self.upstream_ca = upstream_ca
         self.privileged = os.geteuid() == 0
         self._runtime: local_jail.Runtime | None = None
+        self._sidecar_runtime: local_jail.Runtime | None = None
 
     @staticmethod
     def sandbox_env() -> dict[str, str]:
-        """Proxy variables the harness env (given at the runner's ``/start``) must carry."""
+        """Proxy and CA variables the harness env (the runner's ``/start``) must carry."""
         return dict(local_jail.SANDBOX_ENV)
 
     def create(self, spec: SandboxSpec) -> SandboxHandle:
-        """Start the jail and its egress proxy; idempotent on ``spec.sandbox_id``."""
+        """Start the jail, its vault sidecar and relay; idempotent on ``spec.sandbox_id``."""
         self._check_available()
         if not SANDBOX_ID.fullmatch(spec.sandbox_id):
             raise DriverError(f"invalid sandbox id {spec.sandbox_id!r}")
         runtime = self._resolve_runtime()
         directory = self.root / spec.sandbox_id
         handle = SandboxHandle(spec.sandbox_id, self.name, str(directory))
-        socket_path = directory / "run" / local_jail.RUNNER_SOCKET
-        if len(str(socket_path)) > SOCKET_PATH_MAX:
-            raise DriverError(f"runner socket path too long for AF_UNIX: {socket_path}")
+        for socket_path in (
+            directory / "run" / local_jail.RUNNER_SOCKET,
+            directory / VAULT_DIR / VAULT_CONTROL,
+        ):
+            if len(str(socket_path)) > SOCKET_PATH_MAX:
+                raise DriverError(f"socket path too long for AF_UNIX: {socket_path}")
         with self._locked():
             meta = _read_json(directory / "meta.json")
             if meta is not None and meta["jail_pid"]:
@@ -128,7 +163,10 @@ class LocalDriver:
         return handle
 
     def wait_ready(self, handle: SandboxHandle, timeout: float) -> None:
-        """Poll the runner's ``/healthz`` until it answers; DriverError if the jail died."""
+        """Poll until the runner's ``/healthz`` answers and the vault sidecar listens.
+
+        DriverError if the jail or the sidecar died, or when ``timeout`` passes.
+        """
         directory = self._directory(handle)
         meta = _read_json(directory / "meta.json")
         if meta is None:
@@ -138,7 +176,7 @@ class LocalDriver:
         with RunnerClient(self.endpoints(handle).runner_url, meta["runner_token"]) as client:
             while True:
                 with contextlib.suppress(RunnerError):
-                    if client.health().get("ok"):
+                    if client.health().get("ok") and self._vault_ready(directory, meta):
                         return
                 if not _alive(meta["jail_pid"], meta["jail_start"]):
                     raise DriverError(
@@ -155,9 +193,25 @@ class LocalDriver:
                 delay = min(delay * 2, 0.1)
 
     def endpoints(self, handle: SandboxHandle) -> Endpoints:
-        """The runner's unix socket; no vault control endpoint until the vault lands."""
-        socket_path = self._directory(handle) / "run" / local_jail.RUNNER_SOCKET
-        return Endpoints(runner_url=f"unix://{socket_path}")
+        """The runner's unix socket and the vault sidecar's control socket."""
+        directory = self._directory(handle)
+        return Endpoints(
+            runner_url=f"unix://{directory / 'run' / local_jail.RUNNER_SOCKET}",
+            vault_url=f"unix://{directory / VAULT_DIR / VAULT_CONTROL}",
+        )
+
+    @staticmethod
+    def _vault_ready(directory: Path, meta: dict[str, Any]) -> bool:
+        """Whether the sidecar (if the sandbox has one) listens; DriverError if it died."""
+        if not meta.get("sidecar_pid"):
+            return True
+        if (directory / VAULT_DIR / VAULT_READY).exists():
+            return True
+        if not _alive(meta["sidecar_pid"], meta["sidecar_start"]):
+            raise DriverError(
+                "the vault sidecar exited before it was ready: " + _tail(directory / "vault.log")
+            )
+        return False
 
     def destroy(self, handle: SandboxHandle) -> None:
         """Kill every process of the sandbox, remove its cgroups and directory; idempotent."""
@@ -199,6 +253,15 @@ class LocalDriver:
         for tool in ("setpriv", "prlimit", "unshare") if self.privileged else ("prlimit",):
             if shutil.which(tool) is None:
                 raise DriverUnavailable(f"{tool} is not installed: apt-get install util-linux")
+
+    def _resolve_sidecar_runtime(self) -> local_jail.Runtime:
+        if self._sidecar_runtime is None:
+            try:
+                runtime = local_jail.resolve_sidecar_runtime(self.sidecar_python)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise DriverUnavailable(f"the local driver cannot run the vault: {exc}") from exc
+            self._sidecar_runtime = runtime
+        return self._sidecar_runtime
 
     def _resolve_runtime(self) -> local_jail.Runtime:
         if self._runtime is None:
@@ -268,19 +331,28 @@ class LocalDriver:
             "jail_start": 0,
             "proxy_pid": 0,
             "proxy_start": 0,
+            "sidecar_pid": 0,
+            "sidecar_start": 0,
         }
         # Written now, so a failure below leaves cgroups that teardown can find.
         _write_json(directory / "meta.json", meta)
+        has_vault = all(name in spec.vault_material for name in VAULT_FILES)
+        if has_vault:
+            self._write_vault(spec, directory, proxy_uid)
+            sidecar_pid = self._spawn_sidecar(spec, directory, proxy_uid)
+            meta.update(sidecar_pid=sidecar_pid, sidecar_start=_start_time(sidecar_pid))
+            _write_json(directory / "meta.json", meta)
         limits = [f"--nproc={spec.resources.pids}"] if self.privileged else []
         if not groups:
             limits.append(f"--as={spec.resources.memory_mb * 1024 * 1024}")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            proxy_socket = directory / "run" / local_jail.PROXY_SOCKET
-            listener.bind(str(proxy_socket))
-            os.chown(proxy_socket, uid, uid)
-            os.chmod(proxy_socket, 0o600)
-            listener.listen(128)
+            if has_vault:
+                proxy_socket = directory / "run" / local_jail.PROXY_SOCKET
+                listener.bind(str(proxy_socket))
+                os.chown(proxy_socket, uid, uid)
+                os.chmod(proxy_socket, 0o600)
+                listener.listen(128)
             with open(_private(directory / "status.json"), "wb") as status:
                 argv = local_jail.bwrap_argv(
                     sandbox_dir=directory,
@@ -303,35 +375,80 @@ class LocalDriver:
                     pass_fds=(status.fileno(),),
                 )
             meta.update(jail_pid=jail_pid, jail_start=_start_time(jail_pid))
-            proxy_pid = self._spawn_proxy(spec, directory, proxy_uid, listener, jail_pid)
-            meta.update(proxy_pid=proxy_pid, proxy_start=_start_time(proxy_pid))
+            if has_vault:
+                sidecar = f"{meta['sidecar_pid']}:{meta['sidecar_start']}"
+                proxy_pid = self._spawn_relay(directory, proxy_uid, listener, jail_pid, sidecar)
+                meta.update(proxy_pid=proxy_pid, proxy_start=_start_time(proxy_pid))
         finally:
             listener.close()
         return meta
 
-    def _spawn_proxy(
-        self,
-        spec: SandboxSpec,
-        directory: Path,
-        uid: int,
-        listener: socket.socket,
-        jail_pid: int,
+    def _write_vault(self, spec: SandboxSpec, directory: Path, uid: int) -> None:
+        """The sidecar's state dir (its uid's alone) and the jail's trust bundle."""
+        vault = directory / VAULT_DIR
+        vault.mkdir(mode=0o700)
+        os.chown(vault, uid, uid)
+        files = {name: spec.vault_material[name] for name in VAULT_FILES}
+        files[VAULT_AUTH] = secrets.token_urlsafe(32).encode()
+        if self.upstream_ca:
+            files[VAULT_UPSTREAM_CA] = Path(self.upstream_ca).read_bytes()
+        for name, data in files.items():
+            path = vault / name
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                out.write(data)
+            os.chown(path, uid, uid)
+        if TRUST_BUNDLE in spec.vault_material:
+            bundle = directory / "etc" / local_jail.CA_BUNDLE
+            bundle.write_bytes(spec.vault_material[TRUST_BUNDLE])
+            bundle.chmod(0o644)
+
+    def _spawn_sidecar(self, spec: SandboxSpec, directory: Path, uid: int) -> int:
+        runtime = self._resolve_sidecar_runtime()
+        stage: list[str] = []
+        if self.privileged:
+            stage = [s for s, _ in runtime.binds if local_jail.unreadable_by_others(s)]
+            for index in range(len(stage)):
+                (directory / "vault-stage" / str(index)).mkdir(mode=0o755, parents=True)
+            runtime = runtime.staged(directory / "vault-stage", stage)
+        vault = directory / VAULT_DIR
+        command = [
+            *(runtime.python, "-I", "-m", "sidecar"),
+            *("--proxy", "127.0.0.1:0"),
+            *("--control", f"unix:{vault / VAULT_CONTROL}"),
+            *("--state-dir", str(vault)),
+            *("--ready-file", str(vault / VAULT_READY)),
+            *("--sandbox-id", spec.sandbox_id),
+        ]
+        if self.upstream_ca:
+            command += ["--upstream-ca", str(vault / VAULT_UPSTREAM_CA)]
+        argv = local_jail.sidecar_bwrap_argv(runtime=runtime, state_dir=vault, command=command)
+        return _spawn(
+            [*_staging(stage, directory / "vault-stage"), *self._as_uid(uid), *argv],
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(vault)},
+            log=directory / "vault.log",
+            cgroup_procs=[],
+            pass_fds=(),
+        )
+
+    def _spawn_relay(
+        self, directory: Path, uid: int, listener: socket.socket, jail_pid: int, sidecar: str
     ) -> int:
-        rules = [f"--allow={rule}" for rule in spec.egress.allow_out]
-        rules += [f"--deny={rule}" for rule in spec.egress.deny_out]
         python = local_jail.SYSTEM_PYTHON
         if not os.access(python, os.X_OK):
             python = self._resolve_runtime().python
+        vault = directory / VAULT_DIR
         # The proxy uid may not be able to read the checkout: hand it the script as an fd.
-        with open(Path(__file__).with_name("egress_proxy.py"), "rb") as script:
+        with open(Path(__file__).with_name("proxy_relay.py"), "rb") as script:
             argv = [
                 *self._as_uid(uid),
                 python,
                 "-I",
                 f"/proc/self/fd/{script.fileno()}",
                 f"--fd={listener.fileno()}",
+                f"--ready-file={vault / VAULT_READY}",
+                f"--auth-file={vault / VAULT_AUTH}",
                 f"--watch-pid={jail_pid}",
-                *rules,
+                f"--stop-pid={sidecar}",
             ]
             return _spawn(
                 argv,
@@ -351,7 +468,11 @@ class LocalDriver:
         meta = _read_json(directory / "meta.json") or {}
         groups: dict[str, str] = meta.get("cgroups", {})
         jail = (meta.get("jail_pid", 0), meta.get("jail_start", 0))
-        pids = [jail, (meta.get("proxy_pid", 0), meta.get("proxy_start", 0))]
+        pids = [
+            jail,
+            (meta.get("proxy_pid", 0), meta.get("proxy_start", 0)),
+            (meta.get("sidecar_pid", 0), meta.get("sidecar_start", 0)),
+        ]
         if _alive(*jail):
             init = _jail_init_pid(directory)
             pids.append((init, _start_time(init) if _parent(init) == jail[0] else 0))

@@ -11,10 +11,17 @@ capabilities, a new session, and a read-only root that holds only:
   ``websockets``) beside it, and the harness tools (``<home>/tools``) at ``/opt/lap/tools``;
 - the interpreter's install, bound read-only at its own path, when it lives outside ``/usr``.
 
+The vault's trust bundle (the platform root plus the system CAs) is bound read-only at
+``/etc/lap/ca-bundle.pem``; the sidecar's key material never enters the jail.
+
 Writable: ``/work`` and ``/tmp`` (the sandbox's own directories) and ``/run/lap`` (the runner
 socket, the proxy socket, the recording). ``/proc`` is the jail's own; ``/dev`` is bwrap's
 minimal set. Nothing else of the host — the state directory, the checkout, home directories,
 other sandboxes, ``/run`` and its daemon sockets — exists inside.
+
+The vault sidecar runs in a bwrap of its own (``sidecar_bwrap_argv``): the host network, a
+read-only view of ``/usr``, ``/etc`` and its interpreter, a private ``/tmp``, and its state
+directory as the only writable place; no capabilities, its own pid namespace.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ JAIL_SHM = "/dev/shm"  # noqa: S108 - the jail's own tmpfs
 RUNNER_SOCKET = "runner.sock"
 PROXY_SOCKET = "proxy.sock"
 PROXY_ADDRESS = "127.0.0.1:3128"
+JAIL_CA_BUNDLE = "/etc/lap/ca-bundle.pem"
+CA_BUNDLE = "ca-bundle.pem"  # in the sandbox's etc/
 RUNNER_LIBRARIES = ("pyte", "wcwidth", "websockets")
 SYSTEM_PYTHON = "/usr/bin/python3"
 MERGED_USR = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
@@ -64,6 +73,13 @@ SANDBOX_ENV = {
     "http_proxy": f"http://{PROXY_ADDRESS}",
     "NO_PROXY": "localhost,127.0.0.1",
     "no_proxy": "localhost,127.0.0.1",
+    "NODE_USE_ENV_PROXY": "1",
+    # The vault's CA: the root the sidecar's per-sandbox intermediate chains to.
+    "SSL_CERT_FILE": JAIL_CA_BUNDLE,
+    "REQUESTS_CA_BUNDLE": JAIL_CA_BUNDLE,
+    "CURL_CA_BUNDLE": JAIL_CA_BUNDLE,
+    "GIT_SSL_CAINFO": JAIL_CA_BUNDLE,
+    "NODE_EXTRA_CA_CERTS": JAIL_CA_BUNDLE,
 }
 
 
@@ -119,6 +135,31 @@ def resolve_runtime(python: str | None) -> Runtime:
             raise FileNotFoundError(f"the runner library {name} is not installed")
         binds.append((spec.submodule_search_locations[0], f"{JAIL_LIB}/{name}"))
     return Runtime(chosen, tuple(binds))
+
+
+def resolve_sidecar_runtime(python: str) -> Runtime:
+    """The interpreter that runs ``python -m sidecar`` and what it needs bound at its own path.
+
+    ``python`` must have mitmproxy installed (the platform's own, by default); its base
+    install, its environment (a venv) and the directory holding the ``sidecar`` package.
+    """
+    found = subprocess.run(
+        [
+            python,
+            "-I",
+            "-c",
+            "import sys, importlib.util as u; print(sys.base_prefix); print(sys.prefix); "
+            "print(u.find_spec('sidecar').submodule_search_locations[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split("\n")
+    base, prefix, package = found[0], found[1], found[2]
+    roots = sorted({base, prefix, os.path.dirname(package)}, key=len)
+    binds = [(path, path) for path in roots if not path.startswith("/usr/")]
+    return Runtime(python, tuple(binds))
 
 
 def unreadable_by_others(path: str) -> str | None:
@@ -219,6 +260,8 @@ def bwrap_argv(
             argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     for name in ("passwd", "group", "hosts", "nsswitch.conf"):
         argv += ["--ro-bind", str(sandbox_dir / "etc" / name), f"/etc/{name}"]
+    if (sandbox_dir / "etc" / CA_BUNDLE).exists():
+        argv += ["--ro-bind", str(sandbox_dir / "etc" / CA_BUNDLE), JAIL_CA_BUNDLE]
     for source, dest in runtime.binds:
         argv += ["--ro-bind", source, dest]
     if tools is not None:
@@ -247,6 +290,50 @@ def bwrap_argv(
         "/work",
         "--json-status-fd",
         str(status_fd),
+        "--",
+        *command,
+    ]
+    return argv
+
+
+def sidecar_bwrap_argv(*, runtime: Runtime, state_dir: Path, command: list[str]) -> list[str]:
+    """The ``bwrap`` command line for a sandbox's vault sidecar running ``command``.
+
+    The host network is shared (the sidecar is the jail's way out); everything else is
+    private or read-only, and ``state_dir`` (key, CA, sockets) is the only writable path.
+    """
+    argv = [
+        "bwrap",
+        "--unshare-all",
+        "--share-net",
+        "--unshare-user",
+        "--disable-userns",
+        "--cap-drop",
+        "ALL",
+        "--new-session",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
+    for name in MERGED_USR:
+        host = Path("/", name)
+        if host.is_symlink():
+            argv += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            argv += ["--ro-bind", str(host), f"/{name}"]
+    # /tmp first: the runtime or the state dir may live below it.
+    argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", JAIL_TMP]
+    for source, dest in runtime.binds:
+        argv += ["--ro-bind", source, dest]
+    argv += [
+        "--bind",
+        str(state_dir),
+        str(state_dir),
+        "--remount-ro",
+        "/",
+        "--chdir",
+        str(state_dir),
         "--",
         *command,
     ]

@@ -28,6 +28,7 @@ from sandboxes.drivers.base import (
 from sandboxes.drivers.local import LocalDriver
 from sandboxes.runner_client import RunnerClient
 
+from .conftest import push_egress
 from .procs import UID_BASE, UID_RANGE, alive, sandbox_processes
 
 pytestmark = pytest.mark.bwrap
@@ -268,16 +269,20 @@ def via_proxy(request, head_only=False):
             if head_only and b"\\r\\n\\r\\n" in data:
                 break
     return data.decode(errors="replace")
+def get(authority, path="/"):
+    head = f"GET http://{{authority}}{{path}} HTTP/1.1\\r\\nHost: {{authority}}\\r\\n\\r\\n"
+    return via_proxy(head)
 targets = {targets!r}
 print(json.dumps({{
     "direct": {{f"{{h}}:{{p}}": attempt(h, p) for h, p in targets}},
-    "allowed": via_proxy("GET http://127.0.0.1:{port}/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"),
+    "allowed": get("127.0.0.1:{port}"),
     "connect": via_proxy("CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n"
-                         "GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"),
+                         "GET / HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\n"
+                         "Connection: close\\r\\n\\r\\n"),
     "postgres": via_proxy("CONNECT 127.0.0.1:5432 HTTP/1.1\\r\\n\\r\\n", head_only=True),
     "private": via_proxy("CONNECT 10.1.2.3:443 HTTP/1.1\\r\\n\\r\\n", head_only=True),
-    "metadata": via_proxy("GET http://169.254.169.254/latest HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"),
-    "loopback": via_proxy("GET http://localhost:{port}/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"),
+    "metadata": get("169.254.169.254", "/latest"),
+    "loopback": get("localhost:{port}"),
 }}))
 """
 
@@ -291,8 +296,16 @@ def _host_address() -> str:
             return "127.0.0.1"
 
 
-def test_network_only_through_the_egress_proxy(driver, ready, host_server):
+def test_network_only_through_the_vault_sidecar(driver, ready, host_server):
     handle, spec = ready(egress=EgressPolicy(allow_out=("127.0.0.1",), deny_out=("localhost",)))
+    code, out, err = run(driver, handle, spec, PROBE_NETWORK.format(targets=[], port=host_server))
+    assert code == 0, err
+    before_bundle = json.loads(out)
+    for name in ("allowed", "connect", "private", "metadata", "loopback"):
+        assert before_bundle[name].startswith("HTTP/1.1 503"), (name, before_bundle[name])
+        assert "vault_not_ready" in before_bundle[name]
+
+    push_egress(driver, handle, spec)
     targets = [
         ("127.0.0.1", 5432),
         ("127.0.0.1", 6379),
@@ -309,20 +322,45 @@ def test_network_only_through_the_egress_proxy(driver, ready, host_server):
     assert "connected" not in seen["direct"].values(), seen["direct"]
     assert seen["allowed"].split()[1] == "200"
     assert seen["allowed"].endswith("hello-from-the-host")
-    assert seen["connect"].startswith("HTTP/1.1 200 Connection established")
+    assert seen["connect"].startswith("HTTP/1.1 200")
     assert seen["connect"].endswith("hello-from-the-host")
     for refused in ("private", "metadata", "loopback"):
-        assert seen[refused].startswith("HTTP/1.1 403"), (refused, seen[refused])
-    assert "egress_denied" in seen["loopback"]
+        assert not seen[refused].startswith("HTTP/1.1 200"), (refused, seen[refused])
+        assert "hello-from-the-host" not in seen[refused]
 
 
 def test_default_policy_refuses_host_loopback(driver, ready, host_server):
     handle, spec = ready()
+    push_egress(driver, handle, spec)
     code, out, err = run(driver, handle, spec, PROBE_NETWORK.format(targets=[], port=host_server))
     assert code == 0, err
     seen = json.loads(out)
     for name in ("allowed", "connect", "postgres", "private", "metadata", "loopback"):
-        assert seen[name].startswith("HTTP/1.1 403"), (name, seen[name])
+        assert not seen[name].startswith("HTTP/1.1 200"), (name, seen[name])
+        assert "hello-from-the-host" not in seen[name]
+
+
+def test_vault_files_stay_outside_the_jail(driver, ready):
+    handle, spec = ready()
+    vault = Path(handle.ref) / "vault"
+    assert vault.stat().st_mode & 0o777 == 0o700
+    for name in ("key.txt", "ca.pem", "proxyauth.txt"):
+        assert (vault / name).stat().st_mode & 0o777 == 0o600
+    meta = json.loads((Path(handle.ref) / "meta.json").read_text())
+    assert vault.stat().st_uid == meta["proxy_uid"]
+    assert driver.endpoints(handle).vault_url == f"unix://{vault}/ctl.sock"
+    script = f"""
+import os, json
+print(json.dumps({{"bundle": open("/etc/lap/ca-bundle.pem").read().count("BEGIN CERTIFICATE"),
+                  "run": sorted(os.listdir("/run/lap")),
+                  "vault": os.path.exists({str(vault)!r})}}))
+"""
+    code, out, err = run(driver, handle, spec, script)
+    assert code == 0, err
+    seen = json.loads(out)
+    assert seen["bundle"] >= 1
+    assert seen["run"] == ["proxy.sock", "runner.sock"]
+    assert seen["vault"] is False
 
 
 def test_memory_limit_kills_a_runaway_allocation(driver, ready):
@@ -444,7 +482,16 @@ def test_list_reports_an_oom_killed_sandbox(driver, ready):
     assert (info.state, info.reason) == ("exited", "OOMKilled")
 
 
-def test_sandbox_env_points_at_the_relayed_proxy():
+def test_sandbox_env_points_at_the_relayed_proxy_and_the_vault_ca():
     env = LocalDriver.sandbox_env()
     assert env["HTTPS_PROXY"] == env["http_proxy"] == "http://127.0.0.1:3128"
     assert env["NO_PROXY"] == "localhost,127.0.0.1"
+    assert env["NODE_USE_ENV_PROXY"] == "1"
+    for name in (
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "NODE_EXTRA_CA_CERTS",
+    ):
+        assert env[name] == "/etc/lap/ca-bundle.pem"

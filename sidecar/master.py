@@ -20,11 +20,22 @@ This master keeps only what a regular (explicit) proxy with TLS interception run
 Left out on purpose: the onboarding app (it would answer requests for ``mitm.it`` itself), the
 dumper and event log (they would print headers holding real values), flow files, scripts,
 playback and every request/response rewriting addon.
+
+``HookTable`` replaces mitmproxy's ``AddonManager`` dispatch on the hot path: mitmproxy looks up
+every hook by ``getattr`` on every addon, through a generator and a context manager per addon,
+and sends an ``update`` hook after each flow hook. The addon chain is fixed once the sidecar runs,
+so the table resolves each hook name to its handlers once, calls them with the same error
+handling, and skips ``update`` because no addon here handles it.
 """
 
 from __future__ import annotations
 
-from mitmproxy import master, options
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mitmproxy import addonmanager, exceptions, flow, hooks, master, options
 from mitmproxy.addons import (
     block,
     core,
@@ -35,12 +46,76 @@ from mitmproxy.addons import (
     tlsconfig,
 )
 
+logger = logging.getLogger("mitmproxy.addonmanager")
+
+
+class HookTable(addonmanager.AddonManager):
+    """An ``AddonManager`` that resolves each hook name to its handlers once per addon chain."""
+
+    def __init__(self, master: master.Master) -> None:
+        super().__init__(master)
+        self.handlers: dict[str, tuple[Callable[..., Any], ...]] = {}
+
+    def register(self, addon: Any) -> Any:
+        self.handlers.clear()
+        return super().register(addon)
+
+    def add(self, *addons: Any) -> None:
+        super().add(*addons)
+        self.handlers.clear()
+
+    def remove(self, addon: Any) -> None:
+        super().remove(addon)
+        self.handlers.clear()
+
+    def clear(self) -> None:
+        super().clear()
+        self.handlers.clear()
+
+    def handlers_for(self, name: str) -> tuple[Callable[..., Any], ...]:
+        found = self.handlers.get(name)
+        if found is None:
+            found = tuple(
+                func
+                for addon in addonmanager.traverse(self.chain)
+                if callable(func := getattr(addon, name, None))
+            )
+            self.handlers[name] = found
+        return found
+
+    async def trigger_event(self, event: hooks.Hook) -> None:
+        """Like ``AddonManager.trigger_event``: an addon error is logged and the next addon still
+        runs; ``AddonHalt`` ends the dispatch."""
+        handlers = self.handlers_for(event.name)
+        if not handlers:
+            return
+        args = event.args()
+        for func in handlers:
+            try:
+                result = func(*args)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except exceptions.AddonHalt:
+                return
+            except exceptions.OptionsError:
+                raise
+            except Exception as error:
+                logger.error(f"Addon error: {error}", exc_info=True)
+
+    async def handle_lifecycle(self, event: hooks.Hook) -> None:
+        await self.trigger_event(event)
+        message = event.args()[0]
+        if isinstance(message, flow.Flow) and self.handlers_for("update"):
+            await self.trigger_event(hooks.UpdateHook([message]))
+
 
 class VaultMaster(master.Master):
     """The smallest set of mitmproxy addons that runs the vault proxy; ours are added after."""
 
     def __init__(self, opts: options.Options) -> None:
         super().__init__(opts, with_termlog=False)
+        self.options.changed.disconnect(self.addons._configure_all)
+        self.addons = HookTable(self)
         self.addons.add(
             core.Core(),
             block.Block(),

@@ -139,12 +139,6 @@ class Terminal:
     def exited(self) -> bool:
         return self._finished.is_set()
 
-    async def wait(self) -> int:
-        """Wait until the harness exited and its output was delivered; its exit code."""
-        await self._finished.wait()
-        assert self.exit_code is not None
-        return self.exit_code
-
     # -- output -------------------------------------------------------------------------
 
     def _on_readable(self) -> None:

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from websockets.asyncio.client import ClientConnection
+
 from sandboxes.runner_client import RunnerClient, RunnerError
 
 ECHO_ROUNDS = 1000
@@ -141,11 +143,8 @@ class _Runner:
         self.process.wait(10)
 
 
-async def runner_echo(runner: _Runner) -> list[float]:
-    runner.client.start(ECHO_PROGRAM, ENV, cwd="/")
-    ws = await runner.client.connect_tty()
-    await ws.recv()  # the attach snapshot
-    await asyncio.sleep(0.2)
+async def ws_echo(ws: ClientConnection) -> list[float]:
+    """Round trips of single keystrokes through a terminal WebSocket whose program echoes."""
     samples = []
     for i in range(WARMUP + ECHO_ROUNDS):
         started = time.perf_counter()
@@ -153,6 +152,29 @@ async def runner_echo(runner: _Runner) -> list[float]:
         await ws.recv()
         if i >= WARMUP:
             samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def ws_throughput(ws: ClientConnection, trigger: bytes) -> float:
+    """MB/s of output after sending ``trigger``, until the END marker arrives."""
+    total = 0
+    tail = b""
+    started = time.perf_counter()
+    await ws.send(trigger)
+    while END not in tail:
+        data = await ws.recv()
+        if isinstance(data, bytes):
+            total += len(data)
+            tail = tail[-len(END) :] + data
+    return total / (time.perf_counter() - started) / 1e6
+
+
+async def runner_echo(runner: _Runner) -> list[float]:
+    runner.client.start(ECHO_PROGRAM, ENV, cwd="/")
+    ws = await runner.client.connect_tty()
+    await ws.recv()  # the attach snapshot
+    await asyncio.sleep(0.2)
+    samples = await ws_echo(ws)
     await ws.close()
     return samples
 
@@ -162,18 +184,9 @@ async def runner_throughput(runner: _Runner, program: list[str]) -> float:
     ws = await runner.client.connect_tty()
     await ws.recv()
     await asyncio.sleep(0.2)
-    total = 0
-    tail = b""
-    started = time.perf_counter()
-    await ws.send(b"\n")
-    while END not in tail:
-        data = await ws.recv()
-        if isinstance(data, bytes):
-            total += len(data)
-            tail = tail[-len(END) :] + data
-    elapsed = time.perf_counter() - started
+    mbps = await ws_throughput(ws, b"\n")
     await ws.close()
-    return total / elapsed / 1e6
+    return mbps
 
 
 def _through_runner() -> tuple[list[float], dict[str, float]]:

@@ -142,7 +142,10 @@ class FakeSidecarClient:
         sandbox = self.driver.sandboxes.get(self.sandbox_id)
         if sandbox is None or sandbox.vault is None:
             raise SidecarUnreachable("ConnectError")
-        self.driver._enter("vault")
+        try:
+            self.driver._enter("vault")  # fake_driver.fail("vault", ...) makes it unreachable
+        except DriverError as error:
+            raise SidecarUnreachable(str(error)) from error
         return sandbox.vault
 
     def put_bundle(self, sealed: bytes) -> tuple[int, dict[str, Any] | None]:

@@ -16,7 +16,7 @@ Every driver promises:
 - ``list()`` returns every sandbox the driver knows, with its labels, so
   reconcile can find orphans and sandboxes that died (with the reason).
 - ``sandbox_env()`` gives the variables every harness env must carry to use the
-  sandbox's own services (the egress proxy address, later the CA bundle); the
+  sandbox's own services (the vault proxy address, the vault's CA bundle); the
   platform merges them into the env it passes to the runner's ``/start``.
 """
 
@@ -66,7 +66,8 @@ class SandboxSpec:
     labels: dict[str, str] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     egress: EgressPolicy = field(default_factory=EgressPolicy)
-    # Key material for the vault sidecar (sealing key, CA); empty until the vault lands.
+    # Key material for the vault: "key.txt" (sealing key) and "ca.pem" (intermediate key and
+    # chain) for the sidecar alone, "ca-bundle.pem" (root + system CAs) for the agent.
     vault_material: dict[str, bytes] = field(default_factory=dict)
 
 

@@ -336,7 +336,9 @@ class VaultAddon:
             del response.headers["content-length"]
         if not (response.is_http2 or response.is_http3):
             response.headers["transfer-encoding"] = "chunked"
-        state.response_stream = StreamRewriter(policy.value_re, policy.longest_value, policy.scrub)
+        state.response_stream = StreamRewriter(
+            policy.value_re, policy.longest_value, policy.scrub, may_match=policy.has_value
+        )
         response.stream = state.response_stream
 
     def response(self, flow: http.HTTPFlow) -> None:

@@ -24,6 +24,13 @@ from sidecar.rules import EgressRules, HostPatterns
 
 STUB_PREFIX = b"lap_stub_"
 _BASIC = b"basic "
+FIND_FROM = 4096
+"""Data at least this long may be searched for real values one value at a time (see
+``Policy.has_value``); on shorter data (headers, small JSON answers) one regex pass beats
+20 separate calls."""
+SHARED_PREFIX = 3
+"""Values sharing a literal prefix this long keep the regex on long data too (see
+``Policy.has_value``)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class Policy:
         self.value_re = _alternation(self.by_value)
         self.longest_stub = max((len(s) for s in self.by_stub), default=len(STUB_PREFIX))
         self.longest_value = max((len(v) for v in self.by_value), default=1)
+        self.find_each_value = len({v[:SHARED_PREFIX] for v in self.by_value}) > 1
 
     def swap(self, data: bytes) -> bytes:
         """Every known stub in ``data`` replaced by its real value."""
@@ -73,7 +81,19 @@ class Policy:
         return self.value_re.sub(lambda m: self.by_value[m.group()].stub, data)
 
     def has_value(self, data: bytes) -> bool:
-        return self.value_re is not None and self.value_re.search(data) is not None
+        """Whether ``data`` holds any real value; run on every response body.
+
+        When the values share no literal prefix (``ghp_…``, ``sk-…``, hex keys mixed), ``re``
+        has nothing to skip ahead with and tries every value at every byte: about 20 ms per MiB
+        for 20 secrets. ``bytes.__contains__`` per value is a fast C substring search: about
+        4 ms per MiB for the same 20. When they do share a prefix, ``re`` scans for it (about
+        1 ms per MiB) and stays the faster choice.
+        """
+        if self.value_re is None:
+            return False
+        if self.find_each_value and len(data) >= FIND_FROM:
+            return any(value in data for value in self.by_value)
+        return self.value_re.search(data) is not None
 
 
 @dataclass
@@ -166,6 +186,8 @@ class StreamRewriter:
     It holds back ``longest - 1`` bytes between chunks so a split match is rewritten whole, never
     returns ``b""`` for a middle chunk (that would end an HTTP/1.1 chunked body early), and counts
     the bytes it passed on. ``on_match`` sees every match (the flow records what was swapped).
+    ``may_match``, when given, is a cheaper exact test run first on the held-back bytes plus the
+    new chunk; when it says no, the regex pass over that data is skipped.
     """
 
     def __init__(
@@ -174,11 +196,13 @@ class StreamRewriter:
         longest: int,
         replace: Callable[[bytes], bytes],
         on_match: Callable[[bytes], None] | None = None,
+        may_match: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.pattern = pattern
         self.carry = max(longest - 1, 0)
         self.replace = replace
         self.on_match = on_match
+        self.may_match = may_match
         self.buffer = b""
         self.bytes_in = 0
         self.bytes_out = 0
@@ -189,7 +213,9 @@ class StreamRewriter:
         cut = len(data) if not chunk else len(data) - self.carry
         parts: list[bytes] = []
         pos = 0
-        for match in self.pattern.finditer(data):
+        may_match = self.may_match is None or self.may_match(data)
+        matches = self.pattern.finditer(data) if may_match else ()
+        for match in matches:
             if match.start() >= cut:
                 break
             if self.on_match is not None:

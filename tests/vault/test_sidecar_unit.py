@@ -13,7 +13,16 @@ from mitmproxy.test import tflow
 from sidecar.addon import VaultAddon
 from sidecar.control import PushRejected, Vault, parse_bundle
 from sidecar.rules import EgressRules, HostPatterns, Refused, ip_literal, normalise_host
-from sidecar.swap import Policy, Scan, Secret, StreamRewriter, scan_header, swap_header, swap_target
+from sidecar.swap import (
+    FIND_FROM,
+    Policy,
+    Scan,
+    Secret,
+    StreamRewriter,
+    scan_header,
+    swap_header,
+    swap_target,
+)
 
 STUB = b"lap_stub_GH_0123456789abcdef0123456789abcdef"
 VALUE = b"ghp_realvalue"
@@ -100,6 +109,31 @@ def test_stream_rewriter_handles_every_split(size):
         out += b"".join(chunks)
     out += b"".join(rewriter(b""))
     assert out == policy.swap(body)
+
+
+@pytest.mark.parametrize("size", [FIND_FROM - 1, FIND_FROM, 3 * FIND_FROM])
+def test_has_value_agrees_with_the_regex_on_short_and_long_data(size):
+    other = Secret("SK", b"lap_stub_SK_x", b"sk-othervalue", HostPatterns.parse(["x.example"]))
+    policy = Policy("sb", 1, [*_policy().by_stub.values(), other], EgressRules.parse())
+    assert policy.find_each_value and policy.value_re is not None
+    filler = b"x" * size
+    for value in (VALUE, other.value):
+        for data in (filler, value + filler, filler + value, filler[: size // 2] + value[:-1]):
+            assert policy.has_value(data) == (policy.value_re.search(data) is not None)
+
+
+@pytest.mark.parametrize("size", [7, FIND_FROM - 5, FIND_FROM + 3])
+def test_stream_scrub_with_prefilter_handles_every_split(size):
+    policy = _policy()
+    assert policy.value_re is not None
+    body = (b"y" * FIND_FROM + VALUE) * 3 + b"z"
+    rewriter = StreamRewriter(
+        policy.value_re, policy.longest_value, policy.scrub, may_match=policy.has_value
+    )
+    out = b"".join(b"".join(rewriter(body[i : i + size])) for i in range(0, len(body), size))
+    out += b"".join(rewriter(b""))
+    assert out == policy.scrub(body)
+    assert VALUE not in out
 
 
 def test_parse_bundle_rejects_bad_entries():

@@ -187,8 +187,11 @@ async def test_delete_kills_every_sandbox_process_within_two_seconds(live_platfo
         await asyncio.sleep(0.02)
     assert not _alive(pids), f"still alive after 2 s: {_alive(pids)}"
     assert live_platform.api("GET", f"/sessions/{session['id']}").json()["status"] == "dead"
-    with pytest.raises(ConnectionClosed):
-        await asyncio.wait_for(ws.recv(), 5)
+    with pytest.raises(ConnectionClosed):  # output printed while dying may come first
+        async with asyncio.timeout(5):
+            while True:
+                await ws.recv()
+    assert ws.close_code == 4503  # the sandbox went away
 
 
 def _sandbox_pids(sandboxes) -> set[int]:

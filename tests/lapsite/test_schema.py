@@ -18,6 +18,8 @@ def test_schema_validates_without_warnings(tmp_path):
         "/api/v1/managed_agents/agents/{agent_id}/session",
         "/api/v1/managed_agents/sessions",
         "/api/v1/managed_agents/sessions/{session_id}",
+        "/api/v1/managed_agents/sessions/{session_id}/exec",
+        "/api/v1/managed_agents/sessions/{session_id}/recording",
         "/healthz",
         "/metrics",
     ):
@@ -34,3 +36,13 @@ def test_schema_endpoint_serves_openapi(anon_client):
     response = anon_client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     assert response.json()["openapi"].startswith("3.")
+
+
+def test_swagger_ui_renders_with_assets_served_locally(anon_client):
+    response = anon_client.get("/api/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "swagger-ui" in page
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
+    for cdn in ("cdn.jsdelivr.net", "unpkg.com", "cdnjs"):
+        assert cdn not in page

@@ -1,4 +1,4 @@
-"""The platform as deployed by ``make run``: daphne serving API docs and the admin, assets included."""
+"""The platform as `make run` deploys it: daphne serving the API docs and admin with assets."""
 
 from __future__ import annotations
 

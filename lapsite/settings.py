@@ -113,7 +113,7 @@ Q_CLUSTER = {
     "retry": 360,
     "max_attempts": 1,
     "catch_up": False,
-    "poll": 0.2,
+    "poll": 0.05,  # ORM broker: seconds between queue polls (bring-up waits for the next one)
     "ack_failures": True,
     **({"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}),
 }

@@ -2,9 +2,10 @@
 
 Builds a ``VaultMaster`` (mitmproxy with only the addons the proxy needs: no terminal log, no
 dumper, no flow files) inside the running loop, with the per-sandbox CA in a private confdir,
-upstream verification always on, our ``VaultAddon``, and the control endpoint as a second
-listener in the same loop. Log lines are
-passed through a filter that replaces every current stub and real value before they are written.
+upstream verification always on, our ``VaultAddon`` (requiring the proxy credential of
+``--proxyauth-file`` when given), and the control endpoint as a second listener in the same
+loop. Log lines are passed through a filter that replaces every current stub and real value,
+and the proxy credential, before they are written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from mitmproxy import ctx, options
 
-from sidecar.addon import VaultAddon
+from sidecar.addon import VaultAddon, proxy_authorization
 from sidecar.control import ControlServer, Vault
 from sidecar.master import VaultMaster
 
@@ -33,11 +34,13 @@ _STUB_TEXT = re.compile(r"lap_stub_[A-Za-z0-9_]*")
 
 
 class _Redact(logging.Filter):
-    """Replaces stubs and the current policy's real values in every formatted log line."""
+    """Replaces stubs, the current policy's real values and ``hidden`` (the proxy secret and
+    its base64 form) in every formatted log line."""
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, hidden: tuple[str, ...]) -> None:
         super().__init__()
         self.vault = vault
+        self.hidden = hidden
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -46,11 +49,29 @@ class _Redact(logging.Filter):
             raw = message.encode("utf-8", "surrogateescape")
             if policy.has_value(raw):
                 message = policy.value_re.sub(b"[value]", raw).decode("utf-8", "replace")
+        for text in self.hidden:
+            message = message.replace(text, "[proxyauth]")
         record.msg = _STUB_TEXT.sub("[stub]", message)
         record.args = None
         record.exc_info = None
         record.exc_text = None
         return True
+
+
+def _read_proxyauth(path: str | None) -> bytes | None:
+    """The proxy-auth secret of ``--proxyauth-file`` (surrounding whitespace stripped)."""
+    if path is None:
+        return None
+    secret = Path(path).read_bytes().strip()
+    if not secret:
+        raise SystemExit("--proxyauth-file is empty")
+    return secret
+
+
+def _hidden_forms(secret: bytes) -> tuple[str, ...]:
+    """The texts a log line must not show: the secret and its base64 in the header value."""
+    encoded = proxy_authorization(secret).split(b" ", 1)[1]
+    return (encoded.decode("ascii"), secret.decode("utf-8", "surrogateescape"))
 
 
 def _listen_mode(spec: str) -> str:
@@ -89,7 +110,9 @@ class _Ready:
 async def run(args: argparse.Namespace) -> None:
     state_dir = Path(args.state_dir)
     vault = Vault((state_dir / "key.txt").read_bytes().strip(), sandbox_id=args.sandbox_id)
-    redact = _Redact(vault)
+    proxyauth = _read_proxyauth(args.proxyauth_file)
+    hidden = () if proxyauth is None else _hidden_forms(proxyauth)
+    redact = _Redact(vault, hidden)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact)
     confdir = _confdir(state_dir)
@@ -104,7 +127,7 @@ async def run(args: argparse.Namespace) -> None:
         if args.upstream_ca:
             opts.update(ssl_verify_upstream_trusted_ca=args.upstream_ca)
         master = VaultMaster(opts)
-        master.addons.add(VaultAddon(vault), _Ready(args.ready_file))
+        master.addons.add(VaultAddon(vault, proxyauth=proxyauth), _Ready(args.ready_file))
         control = await ControlServer(vault).start(args.control)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -123,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream-ca", help="a PEM bundle trusted for upstreams too")
     parser.add_argument("--ready-file", help="written with HOST:PORT once listening")
     parser.add_argument("--sandbox-id", help="refuse bundles for any other sandbox")
+    parser.add_argument(
+        "--proxyauth-file", help="holds the secret clients must send as Basic lap:SECRET"
+    )
     parser.add_argument("--verbose", action="store_true", help="log every decision")
     args = parser.parse_args(argv)
     logging.basicConfig(

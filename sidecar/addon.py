@@ -2,15 +2,19 @@
 
 Hooks, in the order a request meets them:
 
-- ``http_connect``: refuse before the first bundle (503), refuse destinations the egress rules or
-  the resolved addresses forbid (403), and remember the tunnel's authority and checked addresses.
+- ``http_connect``: with a proxy credential set, refuse a CONNECT without it (407) before any
+  other check; the tunnel it opens needs no credential on the requests inside it. Refuse
+  before the first bundle (503), refuse destinations the egress rules or the resolved
+  addresses forbid (403), and remember the tunnel's authority and checked addresses.
 - ``server_connect``: resolve (or reuse the CONNECT-time answer), check every address again and
   pin the connection to the checked address with the host name as SNI, so a second DNS answer
   (rebinding) cannot move it. A refusal kills the connection (the client sees 502).
-- ``requestheaders``: take the policy snapshot, require ``Host``/``:authority`` to match the
-  tunnel, find the stubs in every header (also inside ``Basic``) and in the URL, block the whole
-  request (never forwarded) when one is unknown or one secret may not go to this host, else swap.
-  Chunked or large bodies stream through a split-safe ``StreamRewriter``.
+- ``requestheaders``: outside a tunnel (plain HTTP), require the proxy credential (407) first;
+  take the policy snapshot, require ``Host``/``:authority`` to match the tunnel, find the stubs
+  in every header (also inside ``Basic``) and in the URL, block the whole request (never
+  forwarded) when one is unknown or one secret may not go to this host, else swap. Proxy
+  credentials never go upstream. Chunked or large bodies stream through a split-safe
+  ``StreamRewriter``.
 - ``request``: swap stubs in buffered bodies of any content type, decoding gzip/deflate/br/zstd.
 - ``responseheaders`` / ``response``: scrub real values back to stubs in headers and bodies;
   streamed responses (SSE, chunked, large) through a ``StreamRewriter``.
@@ -23,6 +27,8 @@ a body or an exception message: those could hold a value.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import ipaddress
 import json
 import logging
@@ -56,6 +62,8 @@ BUFFER_LIMIT = 1024 * 1024
 DECODABLE = frozenset({"gzip", "deflate", "br", "zstd", "x-gzip"})
 NO_BODY_STATUS = frozenset({101, 204, 304})
 _STUB_TOKEN = re.compile(rb"lap_stub_[A-Za-z0-9_]*")
+PROXY_AUTH_USER = b"lap"
+PROXY_AUTH_REALM = "lap-vault"
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
@@ -102,6 +110,17 @@ def _blocked(status: int, reason: str, credential: str | None = None) -> http.Re
     )
 
 
+def proxy_authorization(secret: bytes) -> bytes:
+    """The ``Proxy-Authorization`` value that carries ``secret``."""
+    return b"Basic " + base64.b64encode(PROXY_AUTH_USER + b":" + secret)
+
+
+def _proxy_auth_required() -> http.Response:
+    response = _blocked(407, "proxy_auth_required")
+    response.headers["Proxy-Authenticate"] = f'Basic realm="{PROXY_AUTH_REALM}"'
+    return response
+
+
 def _authority_matches(authority: str, host: str, port: int, default_port: int) -> bool:
     if authority.startswith("["):
         name, _, rest = authority[1:].partition("]")
@@ -122,13 +141,29 @@ def _encoding(message: http.Message) -> str:
 
 
 class VaultAddon:
-    """Enforces the vault policy held by ``vault`` on every flow mitmproxy hands it."""
+    """Enforces the vault policy held by ``vault`` on every flow mitmproxy hands it.
 
-    def __init__(self, vault: Vault, resolver: Resolver = system_resolver) -> None:
+    With ``proxyauth`` (the secret), every CONNECT and every request outside a tunnel must
+    carry ``Proxy-Authorization: Basic base64("lap:" + secret)``. A client connection is in
+    ``tunnels`` only after its CONNECT passed every check, the credential first, so the
+    requests inside an open tunnel are authenticated by it.
+    """
+
+    def __init__(
+        self, vault: Vault, resolver: Resolver = system_resolver, proxyauth: bytes | None = None
+    ) -> None:
         self.vault = vault
         self.resolve = resolver
+        self.expected_auth = None if proxyauth is None else proxy_authorization(proxyauth)
         self.tunnels: dict[str, tuple[str, int]] = {}
         self.checked: dict[str, tuple[str, list[IPAddress]]] = {}
+
+    def _authenticated(self, request: http.Request) -> bool:
+        """Whether ``request`` carries the proxy credential (always, when none is set)."""
+        if self.expected_auth is None:
+            return True
+        given = request.headers.get("proxy-authorization", "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self.expected_auth)
 
     # -- destinations -------------------------------------------------------------------------
 
@@ -151,6 +186,10 @@ class VaultAddon:
         policy = self.vault.policy
         host = normalise_host(flow.request.host)
         port = flow.request.port
+        if not self._authenticated(flow.request):
+            flow.response = _proxy_auth_required()
+            self._record_blocked(flow, host, "", "proxy_auth_required", 407)
+            return
         if policy is None:
             flow.response = _blocked(503, "vault_not_ready")
             self._record_blocked(flow, host, "", "vault_not_ready", 503)
@@ -207,6 +246,10 @@ class VaultAddon:
         else:
             host, port = normalise_host(request.host), request.port
         path = _record_path(request.data.path)
+        if tunnel is None and not self._authenticated(request):
+            flow.response = _proxy_auth_required()
+            self._record_blocked(flow, host, path, "proxy_auth_required", 407)
+            return
         if policy is None:
             flow.response = _blocked(503, "vault_not_ready")
             self._record_blocked(flow, host, path, "vault_not_ready", 503)

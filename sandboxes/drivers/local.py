@@ -29,7 +29,8 @@ background, prints the pid and exits.
   network: its proxy listens on an ephemeral 127.0.0.1 port, its control endpoint on
   ``vault/ctl.sock``. Beside it, the relay (``proxy_relay``, stdlib only, same uid) serves
   the socket the jail sees as ``/run/lap/proxy.sock`` and splices it to that port, adding the
-  per-sandbox proxy credentials (see ``proxy_relay``). Both exit with the jail, and the
+  per-sandbox proxy credentials (see ``proxy_relay``) that the sidecar requires of every
+  client (``--proxyauth-file vault/proxyauth.txt``). Both exit with the jail, and the
   agent cannot signal them or read their files (another uid and pid namespace).
 
 Any process finds them again through ``meta.json``; start times guard against pid reuse.
@@ -418,6 +419,7 @@ class LocalDriver:
             *("--state-dir", str(vault)),
             *("--ready-file", str(vault / VAULT_READY)),
             *("--sandbox-id", spec.sandbox_id),
+            *("--proxyauth-file", str(vault / VAULT_AUTH)),
         ]
         if self.upstream_ca:
             command += ["--upstream-ca", str(vault / VAULT_UPSTREAM_CA)]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import logging
 
 import pytest
 from cryptography.fernet import Fernet
 from mitmproxy.proxy import server_hooks
 from mitmproxy.test import tflow
 
-from sidecar.addon import VaultAddon
+from sidecar.addon import VaultAddon, proxy_authorization
 from sidecar.control import PushRejected, Vault, parse_bundle
 from sidecar.rules import EgressRules, HostPatterns, Refused, ip_literal, normalise_host
 from sidecar.swap import (
@@ -175,3 +176,29 @@ async def test_server_connect_pins_the_checked_address_and_refuses_a_rebind():
     await addon.server_connect(second)
     assert second.server.error is not None
     assert second.server.error.startswith("egress_denied")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # mitmproxy's addons import ldap3
+def test_log_lines_never_show_the_proxy_secret():
+    from sidecar.__main__ import _hidden_forms, _Redact
+
+    secret = b"pa-secret-0123456789"
+    header = proxy_authorization(secret).decode()
+    redact = _Redact(Vault(Fernet.generate_key()), _hidden_forms(secret))
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%s / %s", (header, secret), None)
+    assert redact.filter(record)
+    assert record.getMessage() == "Basic [proxyauth] / b'[proxyauth]'"
+
+
+async def test_a_repeated_proxy_authorization_header_is_refused():
+    vault = Vault(Fernet.generate_key())
+    vault.policy = _policy()
+    addon = VaultAddon(vault, proxyauth=b"s3cret")
+    flow = tflow.tflow()
+    flow.request.method = "CONNECT"
+    flow.request.headers.add("Proxy-Authorization", "Basic d3Jvbmc=")
+    flow.request.headers.add("Proxy-Authorization", proxy_authorization(b"s3cret").decode())
+    await addon.http_connect(flow)
+    assert flow.response is not None and flow.response.status_code == 407
+    assert addon.tunnels == {}
+    assert [(r["reason"], r["status"]) for r in vault.records] == [("proxy_auth_required", 407)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -338,6 +339,56 @@ def test_default_policy_refuses_host_loopback(driver, ready, host_server):
     for name in ("allowed", "connect", "postgres", "private", "metadata", "loopback"):
         assert not seen[name].startswith("HTTP/1.1 200"), (name, seen[name])
         assert "hello-from-the-host" not in seen[name]
+
+
+def _ask_sidecar(address: str, head: str) -> str:
+    """Send ``head`` straight to the sidecar's loopback port, as any host process could."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        data = b""
+        while (chunk := sock.recv(65536)) and not data.endswith(b"hello-from-the-host"):
+            data += chunk
+            if data.startswith(b"HTTP/1.1 407") and b'"proxy_auth_required"}' in data:
+                break
+    return data.decode(errors="replace")
+
+
+def test_sidecar_port_refuses_host_clients_without_the_relays_credential(
+    driver, ready, host_server
+):
+    handle, spec = ready(egress=EgressPolicy(allow_out=("127.0.0.1",)))
+    push_egress(driver, handle, spec)
+    vault = Path(handle.ref) / "vault"
+    address = (vault / "proxy.addr").read_text().strip()
+    target = f"127.0.0.1:{host_server}"
+    inner = f"GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+
+    def requests(auth: str) -> tuple[str, str]:
+        """A CONNECT with a request inside the tunnel, and a plain-HTTP request."""
+        return (
+            f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n{inner}",
+            f"GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n{auth}\r\n",
+        )
+
+    for auth in ("", "Proxy-Authorization: Basic bGFwOndyb25n\r\n"):
+        for head in requests(auth):
+            answer = _ask_sidecar(address, head)
+            assert answer.startswith("HTTP/1.1 407"), answer
+            assert 'Proxy-Authenticate: Basic realm="lap-vault"' in answer
+            assert "hello-from-the-host" not in answer
+    # The relay's credential is what makes the difference: with it, the same requests pass.
+    secret = (vault / "proxyauth.txt").read_text().strip()
+    credential = base64.b64encode(f"lap:{secret}".encode()).decode()
+    for head in requests(f"Proxy-Authorization: Basic {credential}\r\n"):
+        assert _ask_sidecar(address, head).endswith("hello-from-the-host")
+    # The sandbox's own traffic comes through the relay, which adds the credential.
+    code, out, err = run(driver, handle, spec, PROBE_NETWORK.format(targets=[], port=host_server))
+    assert code == 0, err
+    seen = json.loads(out)
+    for name in ("allowed", "connect"):
+        assert seen[name].split()[1] == "200", seen[name]
+        assert seen[name].endswith("hello-from-the-host")
 
 
 def test_vault_files_stay_outside_the_jail(driver, ready):

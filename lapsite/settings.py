@@ -128,9 +128,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = LAP_HOME / "static"
 # daphne serves no files itself: WhiteNoise serves static assets (admin, Swagger UI) straight
-# from the installed apps, so no collectstatic step is needed.
+# from the installed apps, so there is no collectstatic step and no STATIC_ROOT.
 WHITENOISE_USE_FINDERS = True
 LOGIN_URL = "/admin/login/"
 

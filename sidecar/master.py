@@ -30,13 +30,37 @@ handling, and skips ``update`` because no addon here handles it.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
-from mitmproxy import addonmanager, exceptions, flow, hooks, master, options
-from mitmproxy.addons import (
+
+def _import_addon_modules_only() -> None:
+    """Make ``mitmproxy.addons`` a bare package, so only the addon modules named below load.
+
+    Its ``__init__`` imports every default addon (and with them Flask, ldap3 and the QUIC
+    layers) to build ``default_addons()``, which this master never calls. That import was half
+    of the sidecar's start-up, and start-up is on the path of every new session. Skipped when
+    something in this process already imported the real package.
+    """
+    if "mitmproxy.addons" in sys.modules:
+        return
+    spec = importlib.util.find_spec("mitmproxy.addons")
+    assert spec is not None and spec.submodule_search_locations is not None
+    package = types.ModuleType(spec.name)
+    package.__spec__ = spec
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules[spec.name] = package
+
+
+_import_addon_modules_only()
+
+from mitmproxy import addonmanager, exceptions, flow, hooks, master, options  # noqa: E402
+from mitmproxy.addons import (  # noqa: E402
     block,
     core,
     disable_h2c,

@@ -178,7 +178,6 @@ async def test_server_connect_pins_the_checked_address_and_refuses_a_rebind():
     assert second.server.error.startswith("egress_denied")
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # mitmproxy's addons import ldap3
 def test_log_lines_never_show_the_proxy_secret():
     from sidecar.__main__ import _hidden_forms, _Redact
 

@@ -412,8 +412,7 @@ class LocalDriver:
                 (directory / "vault-stage" / str(index)).mkdir(mode=0o755, parents=True)
             runtime = runtime.staged(directory / "vault-stage", stage)
         vault = directory / VAULT_DIR
-        command = [
-            *(runtime.python, "-I", "-m", "sidecar"),
+        args = [
             *("--proxy", "127.0.0.1:0"),
             *("--control", f"unix:{vault / VAULT_CONTROL}"),
             *("--state-dir", str(vault)),
@@ -422,11 +421,12 @@ class LocalDriver:
             *("--proxyauth-file", str(vault / VAULT_AUTH)),
         ]
         if self.upstream_ca:
-            command += ["--upstream-ca", str(vault / VAULT_UPSTREAM_CA)]
+            args += ["--upstream-ca", str(vault / VAULT_UPSTREAM_CA)]
+        command, command_env = local_jail.sidecar_command(runtime, *args)
         argv = local_jail.sidecar_bwrap_argv(runtime=runtime, state_dir=vault, command=command)
         return _spawn(
             [*_staging(stage, directory / "vault-stage"), *self._as_uid(uid), *argv],
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(vault)},
+            env={"PATH": "/usr/bin:/bin", "HOME": str(vault), **command_env},
             log=directory / "vault.log",
             cgroup_procs=[],
             pass_fds=(),

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 JAIL_LIB = "/opt/lap/lib"
+SIDECAR_LIB = "/opt/lap/lib"
+SIDECAR_SITE = "/opt/lap/site-packages"
 JAIL_TOOLS = "/opt/lap/tools"
 JAIL_RUN = "/run/lap"
 JAIL_TMP = "/tmp"  # noqa: S108 - the jail's own /tmp, a private bind
@@ -138,17 +140,23 @@ def resolve_runtime(python: str | None) -> Runtime:
 
 
 def resolve_sidecar_runtime(python: str) -> Runtime:
-    """The interpreter that runs ``python -m sidecar`` and what it needs bound at its own path.
+    """The interpreter that runs the sidecar, and what it needs bound read-only.
 
-    ``python`` must have mitmproxy installed (the platform's own, by default); its base
-    install, its environment (a venv) and the directory holding the ``sidecar`` package.
+    ``python`` must have mitmproxy installed (the platform's own, by default). The sidecar
+    runs on that environment's base interpreter (bound at its own path: shared libpython,
+    absolute RPATH) with only two more binds, at fixed paths: the environment's
+    site-packages and the ``sidecar`` package. Never the checkout or the venv as a whole,
+    which may hold the platform's state directory and may sit below directories the proxy
+    uid cannot traverse.
     """
     found = subprocess.run(
         [
             python,
             "-I",
             "-c",
-            "import sys, importlib.util as u; print(sys.base_prefix); print(sys.prefix); "
+            "import sys, importlib.util as u; print(sys.base_prefix); "
+            "print(sys.version_info.major, sys.version_info.minor); "
+            "print(u.find_spec('mitmproxy').submodule_search_locations[0]); "
             "print(u.find_spec('sidecar').submodule_search_locations[0])",
         ],
         capture_output=True,
@@ -156,10 +164,20 @@ def resolve_sidecar_runtime(python: str) -> Runtime:
         check=True,
         timeout=30,
     ).stdout.split("\n")
-    base, prefix, package = found[0], found[1], found[2]
-    roots = sorted({base, prefix, os.path.dirname(package)}, key=len)
-    binds = [(path, path) for path in roots if not path.startswith("/usr/")]
-    return Runtime(python, tuple(binds))
+    base, version, mitmproxy_package, sidecar_package = found[:4]
+    major, minor = version.split()
+    binds = [] if base.startswith("/usr/") else [(base, base)]
+    binds += [
+        (os.path.dirname(mitmproxy_package), SIDECAR_SITE),
+        (sidecar_package, f"{SIDECAR_LIB}/sidecar"),
+    ]
+    return Runtime(os.path.join(base, "bin", f"python{major}.{minor}"), tuple(binds))
+
+
+def sidecar_command(runtime: Runtime, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The sidecar's command line and environment inside its bwrap."""
+    env = {"PYTHONPATH": f"{SIDECAR_LIB}:{SIDECAR_SITE}", "LANG": "C.UTF-8"}
+    return [runtime.python, "-s", "-B", "-m", "sidecar", *args], env
 
 
 def unreadable_by_others(path: str) -> str | None:

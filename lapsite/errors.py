@@ -23,12 +23,6 @@ class NotFound(LapError):
     default_message = "not found"
 
 
-class Forbidden(LapError):
-    status = 403
-    code = "forbidden"
-    default_message = "forbidden"
-
-
 class Conflict(LapError):
     """The object is in a state that does not allow the operation (e.g. session not ready)."""
 
@@ -43,9 +37,3 @@ class Unavailable(LapError):
     status = 503
     code = "unavailable"
     default_message = "backend unavailable"
-
-
-class GatewayTimeout(LapError):
-    status = 504
-    code = "timeout"
-    default_message = "timed out"

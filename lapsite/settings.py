@@ -163,6 +163,10 @@ LAP_SANDBOX_DRIVER = env.str("LAP_SANDBOX_DRIVER", default="local")
 LAP_IDLE_TIMEOUT = env.int("LAP_IDLE_TIMEOUT", default=24 * 60 * 60)  # seconds
 LAP_CREATING_TIMEOUT = env.int("LAP_CREATING_TIMEOUT", default=300)  # seconds
 LAP_TTY_TOKEN_TTL = env.int("LAP_TTY_TOKEN_TTL", default=24 * 60 * 60)  # seconds
+# Warm pool: at most this many warm + provisioning sandboxes over all harnesses, and a warm
+# sandbox older than LAP_POOL_MAX_AGE seconds is recycled (destroyed and replaced).
+LAP_POOL_MAX = env.int("LAP_POOL_MAX", default=10)
+LAP_POOL_MAX_AGE = env.int("LAP_POOL_MAX_AGE", default=60 * 60)  # seconds
 # A PEM bundle the vault sidecars trust for upstream TLS besides the system CAs (tests: a
 # trustme CA for local HTTPS servers). Verification of upstreams is always on.
 LAP_VAULT_UPSTREAM_CA = env.str("LAP_VAULT_UPSTREAM_CA", default="")

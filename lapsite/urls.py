@@ -15,4 +15,5 @@ urlpatterns = [
     path(API, include("agents.urls")),
     path(API, include("sandboxes.urls")),
     path(API, include("vault.urls")),
+    path(API, include("pool.urls")),
 ]

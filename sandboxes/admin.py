@@ -64,8 +64,17 @@ class SessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(Sandbox)
 class SandboxAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("id", "session", "driver", "state", "created_at", "destroyed_at")
-    list_filter = ("driver", "state")
+    list_display = (
+        "id",
+        "session",
+        "driver",
+        "state",
+        "harness_id",
+        "pool_state",
+        "created_at",
+        "destroyed_at",
+    )
+    list_filter = ("driver", "state", "pool_state", "harness_id")
     search_fields = ("id", "ref", "session__id")
     fields = (
         "id",
@@ -75,7 +84,12 @@ class SandboxAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "runner_url",
         "state",
         "labels",
+        "harness_id",
+        "pool_state",
+        "failure_reason",
         "created_at",
+        "ready_at",
+        "claimed_at",
         "destroyed_at",
     )  # runner_token is a credential: never shown
     readonly_fields = fields

@@ -97,7 +97,10 @@ class AgentSessionApi(APIView):
         parameters=[AGENT_ID],
         request=SessionCreateSerializer,
         responses={201: SessionSerializer, **errors(400, 404, 409)},
-        description="Returns at once with status `creating`; poll the session until `ready`.",
+        description=(
+            "Returns at once: `ready` when a warm sandbox was claimed, else `creating`; "
+            "poll the session until `ready`."
+        ),
     )
     def post(self, request: Request, agent_id: str) -> Response:
         agent = agent_get(agent_id)

@@ -90,12 +90,29 @@ class Session(models.Model):
 
 
 class Sandbox(models.Model):
-    """A sandbox a driver made; ``id`` is the sandbox id given to the driver."""
+    """A sandbox a driver made; ``id`` is the sandbox id given to the driver.
+
+    A warm-pool sandbox (``pool_state`` set) is made for a harness before any session asks:
+    runner and vault up, no stub, no secret, no harness started. Its ``pool_state`` moves
+    ``provisioning → warm → claimed`` (a compare-and-set binds it to one session), or ends in
+    ``failed`` (provisioning failed), ``broken`` (a health check or its claim failed) or
+    ``retired`` (recycled past ``LAP_POOL_MAX_AGE``). Rows are kept, so counts by state are
+    totals since install (the pool metrics read them).
+    """
 
     class State(models.TextChoices):
         CREATING = "creating"
         RUNNING = "running"
         DESTROYED = "destroyed"
+
+    class PoolState(models.TextChoices):
+        NONE = "", "not pooled"
+        PROVISIONING = "provisioning"
+        WARM = "warm"
+        CLAIMED = "claimed"
+        FAILED = "failed"
+        BROKEN = "broken"
+        RETIRED = "retired"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Null for warm-pool sandboxes not yet claimed, and after the session is deleted.
@@ -110,9 +127,17 @@ class Sandbox(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
     labels = models.JSONField(default=dict, blank=True)
+    harness_id = models.CharField(max_length=50, blank=True, default="")
+    pool_state = models.CharField(
+        max_length=16, choices=PoolState.choices, blank=True, default=PoolState.NONE
+    )
+    ready_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["pool_state", "harness_id", "created_at"])]
 
     def __str__(self) -> str:
         return f"{self.driver}:{self.id}"

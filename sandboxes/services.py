@@ -10,9 +10,10 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from django.conf import settings
@@ -24,6 +25,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Histogram
 
 from agents.harnesses import harness_get
 from agents.models import Agent
@@ -36,9 +39,9 @@ from sandboxes.drivers.base import (
     LABEL_SESSION,
     DriverError,
     EgressPolicy,
+    Endpoints,
     SandboxDriver,
     SandboxHandle,
-    SandboxInfo,
     SandboxSpec,
 )
 from sandboxes.models import Sandbox, Session, SessionMessage
@@ -46,7 +49,14 @@ from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
 from sandboxes.runner_client import RunnerError
 from vault import crypto
-from vault.services import vault_prepare, vault_push, vault_set_control_url
+from vault.services import (
+    vault_check,
+    vault_material_mint,
+    vault_prepare,
+    vault_push,
+    vault_set_control_url,
+    vault_stubs_mint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +67,19 @@ TERMINAL_SIZE = (120, 40)  # cols, rows until the first client resizes
 API_HARNESS_PORT = "4096"
 # Terminal keystrokes touch the session constantly; one write per interval is enough.
 TOUCH_INTERVAL = timedelta(seconds=15)
+POOL_CANDIDATES = 8  # warm rows read per claim round; a lost race moves to the next
+# Recorded where claims run: in the API request (daphne, the process /metrics serves).
+POOL_CLAIMS = MetricCounter(
+    "lap_pool_claims",
+    "Warm-pool claim attempts by outcome (hit, miss, broken)",
+    ["harness", "outcome"],
+)
+POOL_CLAIM_SECONDS = Histogram(
+    "lap_pool_claim_seconds",
+    "Time from claiming a warm sandbox to the session being ready",
+    ["harness"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 SCHEDULES = (
     # (name, dotted task path, every N minutes)
     ("lap.sandboxes.reconcile", "sandboxes.tasks.sandbox_reconcile", 1),
@@ -132,9 +155,10 @@ def session_create(
     initial_prompt: str = "",
     env_vars: Mapping[str, str] | None = None,
 ) -> Session:
-    """Record a new session in ``creating`` and enqueue its bring-up after commit.
+    """Record a new session in ``creating`` and start its bring-up after commit.
 
-    Returns at once; the caller polls the session. Raises ``SessionInvalid`` for
+    After commit, ``session_start`` claims a warm sandbox at once or enqueues a cold
+    bring-up; the caller polls the session. Raises ``SessionInvalid`` for
     bad ``env_vars`` and ``Conflict`` when the agent's harness is unknown.
     """
     env_plain = dict(env_vars or {})
@@ -151,8 +175,10 @@ def session_create(
         env_vars=crypto.encrypt_map(env_plain),
         created_by=user if user is not None and user.pk else None,
     )
-    session_id = str(session.id)
-    transaction.on_commit(lambda: async_task("sandboxes.tasks.session_bring_up", session_id))
+    session_id = session.id
+    transaction.on_commit(lambda: session_start(session_id))
+    # Outside a transaction the claim has just run: answer with what it did.
+    session.refresh_from_db(fields=["status", "phase", "phase_detail", "last_seen_at"])
     return session
 
 
@@ -180,8 +206,193 @@ def _set_phase(session: Session, phase: str, detail: str = "") -> bool:
     return session.transition(expected=(Session.Status.CREATING,), phase=phase, phase_detail=detail)
 
 
+def _sandbox_row(driver: SandboxDriver, labels: dict[str, str], **fields: object) -> Sandbox:
+    """A new sandbox row (labelled with its own id) before the driver is asked, so stop,
+    reconcile and pool maintenance can find it whatever happens next; ``runner_token`` is
+    the row's plaintext token, on the instance only."""
+    token = secrets.token_urlsafe(32)
+    sandbox = Sandbox.objects.create(
+        driver=driver.name, runner_token=crypto.encrypt(token), labels=labels, **fields
+    )
+    sandbox.labels = {**labels, LABEL_SANDBOX: str(sandbox.id)}
+    Sandbox.objects.filter(pk=sandbox.pk).update(labels=sandbox.labels)
+    sandbox.runner_token = token
+    return sandbox
+
+
+def _sandbox_boot(
+    driver: SandboxDriver,
+    sandbox: Sandbox,
+    *,
+    material: dict[str, bytes],
+    egress: EgressPolicy,
+    on_created: Callable[[], object] = lambda: None,
+) -> Endpoints:
+    """The provisioning half shared by cold bring-up and the warm pool.
+
+    Creates the sandbox (runner + vault sidecar with its key material), waits until both
+    answer and records where they listen; the row ends ``running``. Raises ``DriverError``.
+    ``sandbox.runner_token`` must be the plaintext token (as ``_sandbox_row`` leaves it).
+    """
+    spec = SandboxSpec(
+        sandbox_id=str(sandbox.id),
+        harness=sandbox.harness_id,
+        runner_token=sandbox.runner_token,
+        labels=sandbox.labels,
+        egress=egress,
+        vault_material=material,
+    )
+    handle = driver.create(spec)
+    sandbox.ref = handle.ref
+    Sandbox.objects.filter(pk=sandbox.pk).update(ref=handle.ref)
+    on_created()
+    driver.wait_ready(handle, timeout=float(settings.LAP_CREATING_TIMEOUT))
+    endpoints = driver.endpoints(handle)
+    sandbox.runner_url = endpoints.runner_url
+    sandbox.state = Sandbox.State.RUNNING
+    vault_set_control_url(sandbox, endpoints.vault_url)
+    Sandbox.objects.filter(pk=sandbox.pk).update(
+        runner_url=endpoints.runner_url, state=Sandbox.State.RUNNING
+    )
+    return endpoints
+
+
+def _harness_start(driver: SandboxDriver, sandbox: Sandbox, session: Session, stubs: dict) -> None:
+    """Start the session's harness under the sandbox's runner (``/start``); ``RunnerError``."""
+    harness = harness_get(session.harness_id)
+    assert harness is not None  # checked by the callers
+    cols, rows = TERMINAL_SIZE
+    env = {**driver.sandbox_env(), **_harness_env(session, stubs)}
+    client = runner_client(sandbox.runner_url, crypto.decrypt(sandbox.runner_token))
+    try:
+        client.start(argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows)
+    finally:
+        client.close()
+
+
+def _mark_ready(driver: SandboxDriver, session: Session, sandbox: Sandbox) -> bool:
+    ready = session.transition(
+        expected=(Session.Status.CREATING,),
+        status=Session.Status.READY,
+        phase=Session.Phase.READY,
+        phase_detail="",
+        last_seen_at=timezone.now(),
+    )
+    if not ready:  # stopped, failed or deleted while we worked
+        _sandbox_destroy(driver, sandbox)
+    return ready
+
+
+def session_start(session_id: str | uuid.UUID) -> None:
+    """Bring a new session up: claim a warm sandbox now, else enqueue a cold bring-up.
+
+    Runs in the process that created the session (after commit; in the API request).
+    A warm claim is a few database writes, a push to a sidecar that is already up and the
+    runner's ``/start``: milliseconds. Doing it here rather than in a django-q2 task
+    saves the queue pick-up (the ORM broker polls every 50 ms, a worker may be busy with a
+    slow cold bring-up), which would otherwise dominate a warm start; the cold path (a new
+    sandbox, a second or more) still runs in a task.
+    """
+    session = Session.objects.select_related("agent").filter(pk=session_id).first()
+    if session is None or session_claim_warm(session):
+        return
+    async_task("sandboxes.tasks.session_bring_up", str(session_id))
+
+
+def _pool_take(session: Session) -> Sandbox | None:
+    """Claim one warm sandbox of the session's harness for it; None when none is left.
+
+    Compare-and-set: ``UPDATE … WHERE id = ? AND pool_state = 'warm'`` on each candidate,
+    oldest first, moving on to the next when another claimer won (Postgres re-checks the
+    condition after the row lock; SQLite serialises writers), so two sessions never get the
+    same sandbox on either database, without holding locks across the claim.
+    """
+    while True:
+        candidates = list(
+            Sandbox.objects.filter(
+                pool_state=Sandbox.PoolState.WARM,
+                harness_id=session.harness_id,
+                session__isnull=True,
+                state=Sandbox.State.RUNNING,
+            )
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:POOL_CANDIDATES]
+        )
+        if not candidates:
+            return None
+        for pk in candidates:
+            won = Sandbox.objects.filter(pk=pk, pool_state=Sandbox.PoolState.WARM).update(
+                pool_state=Sandbox.PoolState.CLAIMED, session=session, claimed_at=timezone.now()
+            )
+            if won:
+                sandbox = Sandbox.objects.get(pk=pk)
+                sandbox.labels = {
+                    **sandbox.labels,
+                    LABEL_SESSION: str(session.id),
+                    LABEL_AGENT: str(session.agent_id),
+                }
+                Sandbox.objects.filter(pk=pk).update(labels=sandbox.labels)
+                return sandbox
+
+
+def session_claim_warm(session: Session) -> bool:
+    """Bring ``session`` up on a warm sandbox; False if it needs a cold start instead.
+
+    Phase ``claiming_warm``: bind a warm sandbox (``_pool_take``), mint the stubs, push the
+    sealed bundle, ``/start`` the harness with the stub env, ``ready``; then enqueue a pool
+    top-up. When the push or ``/start`` fails, the claimed sandbox is destroyed (``broken``)
+    and the session goes back to the start of bring-up, for a cold start; a broken warm
+    sandbox never fails a session. True also when the session was stopped meanwhile.
+    """
+    started = time.perf_counter()
+    if not Session.objects.filter(pk=session.pk, status=Session.Status.CREATING, phase="").update(
+        phase=Session.Phase.CLAIMING_WARM, phase_detail=""
+    ):
+        return True  # another bring-up has it, or it ended
+    session.phase = Session.Phase.CLAIMING_WARM
+    sandbox = _pool_take(session)
+    if sandbox is None:
+        POOL_CLAIMS.labels(session.harness_id, "miss").inc()
+        session.transition(expected=(Session.Status.CREATING,), phase="")
+        return False
+    transaction.on_commit(lambda: async_task("pool.tasks.pool_top_up"))
+    driver = get_driver()
+    try:
+        stubs = vault_stubs_mint(sandbox=sandbox, agent=session.agent, session=session)
+        if not _set_phase(session, Session.Phase.PUSHING_SECRETS):
+            _sandbox_destroy(driver, sandbox)
+            return True
+        # One attempt: a warm sidecar that does not answer is broken, and a cold start
+        # is quicker than the push's back-off.
+        vault_push(sandbox, attempts=1)
+        harness = harness_get(session.harness_id)
+        detail = " ".join(harness.argv) if harness else ""
+        if not _set_phase(session, Session.Phase.STARTING_HARNESS, detail):
+            _sandbox_destroy(driver, sandbox)
+            return True
+        _harness_start(driver, sandbox, session, stubs)
+    except (LapError, RunnerError, DriverError) as error:
+        reason = error.message if isinstance(error, LapError) else str(error)
+        logger.warning(
+            "warm sandbox %s failed its claim by session %s, starting cold: %s",
+            sandbox.id,
+            session.id,
+            reason,
+        )
+        POOL_CLAIMS.labels(session.harness_id, "broken").inc()
+        Sandbox.objects.filter(pk=sandbox.pk).update(
+            pool_state=Sandbox.PoolState.BROKEN, session=None, failure_reason=reason[:2000]
+        )
+        _sandbox_destroy(driver, sandbox)
+        return not session.transition(expected=(Session.Status.CREATING,), phase="")
+    if _mark_ready(driver, session, sandbox):
+        POOL_CLAIMS.labels(session.harness_id, "hit").inc()
+        POOL_CLAIM_SECONDS.labels(session.harness_id).observe(time.perf_counter() - started)
+    return True
+
+
 def session_bring_up(session_id: str | uuid.UUID) -> None:
-    """Create the sandbox, start the harness and mark the session ready.
+    """Create a sandbox for the session (cold), start the harness and mark it ready.
 
     Safe to run twice: only the call that moves the session out of its initial
     phase proceeds. A ``DriverError`` fails the session with a readable reason.
@@ -201,40 +412,21 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
         session_fail(session, f"unknown harness {session.harness_id!r}")
         return
     driver = get_driver()
-    token = secrets.token_urlsafe(32)
-    labels = {
-        LABEL_SESSION: str(session.id),
-        LABEL_AGENT: str(session.agent_id),
-    }
-    # The row exists before the driver is asked, so stop and reconcile can find it.
-    sandbox = Sandbox.objects.create(
-        session=session, driver=driver.name, runner_token=crypto.encrypt(token), labels=labels
-    )
-    labels[LABEL_SANDBOX] = str(sandbox.id)
-    Sandbox.objects.filter(pk=sandbox.pk).update(labels=labels)
+    labels = {LABEL_SESSION: str(session.id), LABEL_AGENT: str(session.agent_id)}
+    sandbox = _sandbox_row(driver, labels, session=session, harness_id=harness.id)
     stubs, material = vault_prepare(sandbox=sandbox, agent=session.agent, session=session)
-    spec = SandboxSpec(
-        sandbox_id=str(sandbox.id),
-        harness=harness.id,
-        runner_token=token,
-        labels=labels,
-        egress=EgressPolicy(
-            allow_out=tuple(session.agent.allow_out), deny_out=tuple(session.agent.deny_out)
-        ),
-        vault_material=material,
+    egress = EgressPolicy(
+        allow_out=tuple(session.agent.allow_out), deny_out=tuple(session.agent.deny_out)
     )
     try:
-        handle = driver.create(spec)
-        sandbox.ref = handle.ref
-        Sandbox.objects.filter(pk=sandbox.pk).update(ref=handle.ref)
-        _set_phase(session, Session.Phase.STARTING_VAULT)
-        driver.wait_ready(handle, timeout=float(settings.LAP_CREATING_TIMEOUT))
-        endpoints = driver.endpoints(handle)
-        sandbox.runner_url = endpoints.runner_url
-        vault_set_control_url(sandbox, endpoints.vault_url)
-        Sandbox.objects.filter(pk=sandbox.pk).update(
-            runner_url=endpoints.runner_url, state=Sandbox.State.RUNNING
+        _sandbox_boot(
+            driver,
+            sandbox,
+            material=material,
+            egress=egress,
+            on_created=lambda: _set_phase(session, Session.Phase.STARTING_VAULT),
         )
+        sandbox.runner_token = crypto.encrypt(sandbox.runner_token)
         if not _set_phase(session, Session.Phase.PUSHING_SECRETS):
             _sandbox_destroy(driver, sandbox)
             return
@@ -242,13 +434,7 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
         if not _set_phase(session, Session.Phase.STARTING_HARNESS, " ".join(harness.argv)):
             _sandbox_destroy(driver, sandbox)
             return
-        cols, rows = TERMINAL_SIZE
-        env = {**driver.sandbox_env(), **_harness_env(session, stubs)}
-        client = runner_client(endpoints.runner_url, token)
-        try:
-            client.start(argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows)
-        finally:
-            client.close()
+        _harness_start(driver, sandbox, session, stubs)
     except DriverError as error:
         session_fail(session, str(error) or type(error).__name__)
         return
@@ -258,15 +444,81 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
     except LapError as error:  # from vault_push: the sidecar is unreachable or refused
         session_fail(session, f"pushing secrets to the vault failed: {error.message}")
         return
-    ready = session.transition(
-        expected=(Session.Status.CREATING,),
-        status=Session.Status.READY,
-        phase=Session.Phase.READY,
-        phase_detail="",
-        last_seen_at=timezone.now(),
+    _mark_ready(driver, session, sandbox)
+
+
+# --- the warm pool's sandboxes (policy in pool.services) -----------------------------
+
+
+def pool_sandbox_reserve(harness_id: str) -> Sandbox:
+    """A ``provisioning`` row for a new warm sandbox of ``harness_id``; nothing started yet."""
+    labels = {LABEL_POOL_HARNESS: harness_id}
+    sandbox = _sandbox_row(
+        get_driver(), labels, harness_id=harness_id, pool_state=Sandbox.PoolState.PROVISIONING
     )
-    if not ready:  # stopped, failed or deleted while we worked
-        _sandbox_destroy(driver, sandbox)
+    sandbox.runner_token = crypto.encrypt(sandbox.runner_token)
+    Sandbox.objects.filter(pk=sandbox.pk).update(runner_token=sandbox.runner_token)
+    return sandbox
+
+
+def pool_sandbox_provision(sandbox_id: str | uuid.UUID) -> bool:
+    """Boot a reserved warm sandbox: runner and vault up, no stub, no secret, no harness.
+
+    Returns whether it became ``warm``. A driver failure destroys it and marks it
+    ``failed`` (a provision failure); a row no longer ``provisioning`` is left alone.
+    """
+    sandbox = Sandbox.objects.filter(
+        pk=sandbox_id, pool_state=Sandbox.PoolState.PROVISIONING, state=Sandbox.State.CREATING
+    ).first()
+    if sandbox is None or sandbox.ref:
+        return False
+    driver = get_driver()
+    sandbox.runner_token = crypto.decrypt(sandbox.runner_token)
+    try:
+        material = vault_material_mint(sandbox)
+        _sandbox_boot(driver, sandbox, material=material, egress=EgressPolicy())
+    except DriverError as error:
+        reason = str(error) or type(error).__name__
+        logger.warning("provisioning warm sandbox %s failed: %s", sandbox.id, reason)
+        pool_sandbox_retire(sandbox, Sandbox.PoolState.FAILED, reason)
+        return False
+    warm = Sandbox.objects.filter(pk=sandbox.pk, pool_state=Sandbox.PoolState.PROVISIONING).update(
+        pool_state=Sandbox.PoolState.WARM, ready_at=timezone.now()
+    )
+    return warm == 1
+
+
+def pool_sandbox_retire(sandbox: Sandbox, pool_state: str, reason: str = "") -> bool:
+    """Take an unclaimed pool sandbox out of the pool (``pool_state``) and destroy it.
+
+    Compare-and-set against a claim: returns False (and touches nothing) if a session
+    claimed it first.
+    """
+    taken = Sandbox.objects.filter(
+        pk=sandbox.pk,
+        pool_state__in=(Sandbox.PoolState.PROVISIONING, Sandbox.PoolState.WARM),
+        session__isnull=True,
+    ).update(pool_state=pool_state, failure_reason=reason[:2000])
+    if not taken:
+        return False
+    sandbox.pool_state = pool_state
+    _sandbox_destroy(get_driver(), sandbox)
+    return True
+
+
+def pool_sandbox_check(sandbox: Sandbox) -> str | None:
+    """None when a warm sandbox's runner and vault both answer, else why not."""
+    try:
+        client = runner_client(sandbox.runner_url, crypto.decrypt(sandbox.runner_token))
+        try:
+            health = client.health()
+        finally:
+            client.close()
+    except RunnerError as error:
+        return f"runner: {error}"
+    if not health.get("ok") or health.get("started"):
+        return f"runner: unexpected health {health!r}"
+    return vault_check(sandbox)
 
 
 # --- ending --------------------------------------------------------------------------
@@ -414,8 +666,13 @@ def session_message_finish(
 # --- reconcile -----------------------------------------------------------------------
 
 
-def _is_pool_owned(info: SandboxInfo, row: Sandbox | None) -> bool:
-    return bool(info.labels.get(LABEL_POOL_HARNESS)) and (row is None or row.session_id is None)
+def _is_pool_owned(row: Sandbox | None) -> bool:
+    """An unclaimed warm-pool sandbox: pool maintenance's, never reconcile's."""
+    return (
+        row is not None
+        and row.session_id is None
+        and row.pool_state in (Sandbox.PoolState.PROVISIONING, Sandbox.PoolState.WARM)
+    )
 
 
 def _reconcile_with_driver(driver: SandboxDriver, ready_ids: list[uuid.UUID]) -> Counter[str]:
@@ -440,9 +697,8 @@ def _reconcile_with_driver(driver: SandboxDriver, ready_ids: list[uuid.UUID]) ->
     }
     for sandbox_id, info in infos.items():
         row = rows.get(sandbox_id)
-        if (row is not None and row.session is not None and row.session.is_live) or _is_pool_owned(
-            info, row
-        ):
+        in_use = row is not None and row.session is not None and row.session.is_live
+        if in_use or _is_pool_owned(row):
             continue
         if row is not None:
             if _sandbox_destroy(driver, row):
@@ -521,9 +777,10 @@ def driver_check() -> str | None:
     return None
 
 
-def ensure_schedules() -> None:
-    """Create or update the periodic django-q2 schedules. Idempotent; run at start-up."""
-    for name, func, minutes in SCHEDULES:
+def ensure_schedules(schedules: tuple[tuple[str, str, int], ...] = SCHEDULES) -> None:
+    """Create or update periodic django-q2 schedules ``(name, task, minutes)``. Idempotent;
+    run at start-up."""
+    for name, func, minutes in schedules:
         schedule = Schedule.objects.filter(name=name).first() or Schedule(name=name)
         schedule.func = func
         schedule.schedule_type = Schedule.MINUTES

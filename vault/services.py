@@ -4,7 +4,9 @@ The real value of a secret leaves the database only inside a bundle sealed with 
 own key (Fernet), on its way to that sandbox's sidecar. Nothing here logs a value or a stub.
 
 - ``vault_prepare`` (bring-up, before the sandbox exists) mints the sandbox's sealing key,
-  intermediate CA and stubs, and returns the stub env and the driver's key material.
+  intermediate CA and stubs, and returns the stub env and the driver's key material; a
+  warm-pool sandbox gets ``vault_material_mint`` at provisioning and ``vault_stubs_mint``
+  when a session claims it.
 - ``vault_push`` seals the current bundle (a new, higher version each time) and PUTs it to the
   sidecar with bounded retries; ``vault_push_for_agent`` enqueues pushes to every live sandbox
   of an agent after its secrets changed, so rotation reaches running sandboxes.
@@ -106,6 +108,16 @@ def vault_prepare(
     (``key.txt``, ``ca.pem``) and the jail (``ca-bundle.pem``, the root plus the system CAs).
     Called once per sandbox; the stubs stay the same for the sandbox's life.
     """
+    material = vault_material_mint(sandbox)
+    return vault_stubs_mint(sandbox=sandbox, agent=agent, session=session), material
+
+
+def vault_material_mint(sandbox: Sandbox) -> dict[str, bytes]:
+    """The sandbox's sealing key and intermediate CA, as the driver's key material.
+
+    A warm-pool sandbox gets only this at provisioning: it boots its sidecar with no secret
+    and no stub, and ``vault_stubs_mint`` runs when a session claims it.
+    """
     key = Fernet.generate_key()
     root = ca.root_get()
     intermediate = ca.intermediate_issue(root, str(sandbox.id))
@@ -114,17 +126,38 @@ def vault_prepare(
         sealing_key=crypto.encrypt(key.decode()),
         ca_cert_pem=intermediate.cert_pem.decode(),
     )
+    return {
+        MATERIAL_KEY: key,
+        MATERIAL_CA: intermediate.ca_pem,
+        MATERIAL_TRUST: ca.trust_bundle(root.cert_pem),
+    }
+
+
+def vault_stubs_mint(*, sandbox: Sandbox, agent: Agent, session: Session | None) -> dict[str, str]:
+    """One stub per credential of ``agent`` (and ``session``) for ``sandbox``: NAME → stub."""
     keys = [
         VaultKey(sandbox=sandbox, name=name, stub=stub_mint(name), source=source, allowed_hosts=h)
         for name, (source, h) in sorted(_wanted_keys(agent, session).items())
     ]
     VaultKey.objects.bulk_create(keys)
-    material = {
-        MATERIAL_KEY: key,
-        MATERIAL_CA: intermediate.ca_pem,
-        MATERIAL_TRUST: ca.trust_bundle(root.cert_pem),
-    }
-    return {k.name: k.stub for k in keys}, material
+    return {k.name: k.stub for k in keys}
+
+
+def vault_check(sandbox: Sandbox) -> str | None:
+    """None when the sandbox's sidecar answers on its control endpoint, else why not."""
+    vault = SandboxVault.objects.filter(sandbox=sandbox).first()
+    if vault is None or not vault.control_url:
+        return "the sandbox has no vault control endpoint"
+    client = sidecar_client(vault.control_url)
+    try:
+        status, _ = client.interceptions(
+            after=0, limit=1, read_token=read_token(_sealing_key(sandbox))
+        )
+    except SidecarUnreachable as error:
+        return f"the vault sidecar is unreachable ({error})"
+    finally:
+        client.close()
+    return None if status == 200 else f"the vault sidecar answered {status}"
 
 
 def vault_set_control_url(sandbox: Sandbox, control_url: str | None) -> None:
@@ -190,10 +223,10 @@ def vault_seal(sandbox: Sandbox, bundle: Mapping[str, Any]) -> bytes:
     return Fernet(_sealing_key(sandbox)).encrypt(json.dumps(bundle).encode())
 
 
-def vault_push(sandbox: Sandbox) -> int:
+def vault_push(sandbox: Sandbox, *, attempts: int = PUSH_ATTEMPTS) -> int:
     """Seal a new bundle for ``sandbox`` and deliver it to its sidecar; returns its version.
 
-    Retries unreachable sidecars and 5xx answers ``PUSH_ATTEMPTS`` times with a doubling
+    Retries unreachable sidecars and 5xx answers ``attempts`` times with a doubling
     delay, then raises ``Unavailable``. A ``409 stale_version`` means a newer bundle is
     already applied, which is success. Raises ``VaultPushFailed`` if the sidecar refuses it.
     """
@@ -208,7 +241,7 @@ def vault_push(sandbox: Sandbox) -> int:
     delay = PUSH_FIRST_DELAY
     problem = ""
     try:
-        for attempt in range(PUSH_ATTEMPTS):
+        for attempt in range(attempts):
             if attempt:
                 time.sleep(delay)
                 delay *= 2
@@ -230,7 +263,7 @@ def vault_push(sandbox: Sandbox) -> int:
             problem = f"answered {status}"
     finally:
         client.close()
-    raise Unavailable(f"the vault sidecar {problem} after {PUSH_ATTEMPTS} attempts")
+    raise Unavailable(f"the vault sidecar {problem} after {attempts} attempts")
 
 
 def vault_push_for_agent(agent: Agent) -> int:

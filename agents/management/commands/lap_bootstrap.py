@@ -11,6 +11,7 @@ from django.db import transaction
 from agents.models import Agent
 from agents.services import agent_create
 from lapsite.state import KEYS_FILE
+from pool.services import pool_ensure_schedules, pool_seed_default
 from sandboxes.services import ensure_schedules
 
 MARKER = "bootstrapped"
@@ -21,7 +22,7 @@ DEMO_AGENT = "shell-agent"
 class Command(BaseCommand):
     help = (
         "First-run set-up (idempotent): an admin user, the master key shown once, "
-        "a shell demo agent and the periodic schedules."
+        "a shell demo agent, the periodic schedules and the default warm pool (2 shell)."
     )
 
     def handle(self, *args, **options) -> None:
@@ -29,6 +30,8 @@ class Command(BaseCommand):
         marker = home / MARKER
         with transaction.atomic():
             ensure_schedules()
+            pool_ensure_schedules()
+            pool_seed_default()
             password = self._ensure_admin()
             first_run = not marker.exists()
             if first_run and not Agent.objects.filter(name=DEMO_AGENT).exists():

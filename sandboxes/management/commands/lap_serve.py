@@ -8,6 +8,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
+from pool.services import pool_ensure_schedules
 from sandboxes.services import ensure_schedules
 
 
@@ -23,6 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, **options) -> None:
         ensure_schedules()
+        pool_ensure_schedules()
         manage = [sys.executable, "-m", "django"]
         daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port)]
         # Own sessions: a terminal's Ctrl-C reaches only us, and we forward it once.

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from pool import services
+from pool.models import PoolTarget
+from sandboxes import services as sandbox_services
+from sandboxes.models import Sandbox, Session
+from tests.conftest import SECRET
+
+pytestmark = pytest.mark.django_db
+
+
+def provision() -> None:
+    """Run the provisioning tasks a top-up enqueues after commit (tests run in a transaction)."""
+    for pk in Sandbox.objects.filter(pool_state="provisioning").values_list("pk", flat=True):
+        sandbox_services.pool_sandbox_provision(pk)
+
+
+def warm(count: int, harness: str = "shell") -> list[Sandbox]:
+    PoolTarget.objects.update_or_create(harness_id=harness, defaults={"target": count})
+    services.pool_top_up()
+    provision()
+    return list(Sandbox.objects.filter(pool_state="warm", harness_id=harness))
+
+
+def create(agent, user, **kwargs) -> Session:
+    session = sandbox_services.session_create(agent=agent, user=user, **kwargs)
+    sandbox_services.session_start(session.id)  # what on_commit runs after the request
+    session.refresh_from_db()
+    return session
+
+
+def test_top_up_provisions_warm_sandboxes_without_secrets_or_harness(fake_driver):
+    sandboxes = warm(2)
+    assert len(sandboxes) == 2
+    for sandbox in sandboxes:
+        fake = fake_driver.sandboxes[str(sandbox.id)]
+        assert fake.started is None  # no harness
+        assert fake.vault is not None and fake.vault.policy is None  # sidecar up, no bundle
+        assert sandbox.session_id is None and sandbox.state == "running"
+        assert fake.spec.labels["lap.pool/harness"] == "shell"
+        assert not sandbox.vault_keys.exists()  # no stub minted yet
+    assert services.pool_top_up() == {}  # at target: nothing more
+
+
+def test_top_up_respects_the_global_cap(settings, fake_driver):
+    settings.LAP_POOL_MAX = 3
+    PoolTarget.objects.update_or_create(harness_id="shell", defaults={"target": 2})
+    PoolTarget.objects.update_or_create(harness_id="codex", defaults={"target": 2})
+    assert services.pool_top_up() == {"codex": 2, "shell": 1}
+    assert Sandbox.objects.filter(pool_state="provisioning").count() == 3
+
+
+def test_claim_binds_a_warm_sandbox_pushes_secrets_and_starts(
+    agent, user, fake_driver, django_capture_on_commit_callbacks
+):
+    (sandbox,) = warm(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        session = create(agent, user, env_vars={"EXTRA": "x1"})
+    provision()
+    assert (session.status, session.phase) == ("ready", "ready")
+    sandbox.refresh_from_db()
+    assert (sandbox.session_id, sandbox.pool_state) == (session.id, "claimed")
+    fake = fake_driver.sandboxes[str(sandbox.id)]
+    stubs = {key.name: key.stub for key in sandbox.vault_keys.all()}
+    assert set(stubs) == {"GITHUB_TOKEN", "EXTRA"}
+    assert fake.started["env"]["GITHUB_TOKEN"] == stubs["GITHUB_TOKEN"]
+    assert SECRET not in str(fake.started)
+    assert fake.vault.policy is not None  # the sealed bundle arrived
+    # the claim topped the pool up again
+    assert Sandbox.objects.filter(pool_state="warm", session__isnull=True).count() == 1
+
+
+def test_claim_compare_and_set_skips_a_sandbox_another_claimer_won(agent, user, fake_driver):
+    first, second = warm(2)
+    session = Session.objects.create(agent=agent, harness_id="shell")
+    # Another process wins the oldest candidate between our read and our update.
+    Sandbox.objects.filter(pk=first.pk).update(pool_state="claimed")
+    taken = sandbox_services._pool_take(session)
+    assert taken.pk == second.pk
+    assert sandbox_services._pool_take(session) is None
+
+
+def test_no_warm_sandbox_means_a_cold_start(agent, user, fake_driver):
+    PoolTarget.objects.all().delete()
+    session = create(agent, user)
+    assert session.status == "ready"
+    assert Sandbox.objects.get(session=session).pool_state == ""
+
+
+@pytest.mark.parametrize("failure", ["vault", "start"])
+def test_a_failed_claim_destroys_the_sandbox_and_starts_cold(agent, user, fake_driver, failure):
+    (sandbox,) = warm(1)
+    PoolTarget.objects.all().delete()  # no top-up, so the only warm one is the broken one
+    if failure == "vault":
+        fake_driver.fail("vault", "sidecar gone")
+    else:
+        fake_driver.fail_runner("runner refused")
+
+    def heal() -> None:  # the cold sandbox must work
+        fake_driver.failures.clear()
+
+    fake_driver.before("create", heal)
+    session = create(agent, user)
+    assert (session.status, session.failure_reason) == ("ready", "")
+    sandbox.refresh_from_db()
+    assert (sandbox.pool_state, sandbox.state, sandbox.session_id) == ("broken", "destroyed", None)
+    assert str(sandbox.id) in fake_driver.destroyed
+    cold = Sandbox.objects.get(session=session, state="running")
+    assert cold.pool_state == ""
+
+
+def test_recycles_warm_sandboxes_past_max_age(settings, fake_driver, time_machine):
+    settings.LAP_POOL_MAX_AGE = 600
+    (old,) = warm(1)
+    time_machine.move_to(timezone.now() + timedelta(seconds=601))
+    counts = services.pool_maintain()
+    provision()
+    assert counts["recycled"] == 1
+    old.refresh_from_db()
+    assert (old.pool_state, old.state) == ("retired", "destroyed")
+    assert Sandbox.objects.filter(pool_state="warm").exclude(pk=old.pk).count() == 1
+
+
+def test_removes_broken_warm_sandboxes_and_replaces_them(fake_driver):
+    (broken,) = warm(1)
+    fake_driver.vanish(str(broken.id))  # its processes died
+    counts = services.pool_maintain()
+    provision()
+    assert counts["broken"] == 1
+    broken.refresh_from_db()
+    assert broken.pool_state == "broken"
+    assert Sandbox.objects.filter(pool_state="warm").exclude(pk=broken.pk).count() == 1
+
+
+def test_maintenance_never_touches_claimed_sandboxes(agent, user, fake_driver, settings):
+    settings.LAP_POOL_MAX_AGE = 0
+    warm(1)
+    session = create(agent, user)
+    services.pool_maintain()
+    session.refresh_from_db()
+    assert session.status == "ready"
+    assert Sandbox.objects.get(session=session).state == "running"
+
+
+def test_provision_failure_is_recorded(fake_driver):
+    fake_driver.fail("create", "no room")
+    assert warm(1) == []
+    assert services.pool_provision_failures() == {"shell": 1}
+
+
+def test_reconcile_leaves_warm_sandboxes_alone(fake_driver):
+    warm(2)
+    assert sandbox_services.reconcile() == {}
+    assert Sandbox.objects.filter(pool_state="warm", state="running").count() == 2
+    assert len(fake_driver.sandboxes) == 2
+
+
+def test_reconcile_destroys_a_claimed_sandbox_of_an_ended_session(agent, user, fake_driver):
+    warm(1)
+    PoolTarget.objects.all().delete()
+    session = create(agent, user)
+    Session.objects.filter(pk=session.pk).update(status="dead")
+    assert sandbox_services.reconcile() == {"orphans": 1}
+    assert not fake_driver.sandboxes
+
+
+def test_seed_default_is_idempotent():
+    PoolTarget.objects.all().delete()
+    assert services.pool_seed_default()
+    PoolTarget.objects.filter(harness_id="shell").update(target=0)
+    assert not services.pool_seed_default()
+    assert PoolTarget.objects.get().target == 0

@@ -13,3 +13,7 @@ from lapsite.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, as in the embedded default: threads with their own connections then wait for
+    # the write lock (the shared-cache in-memory database fails them with "table is locked").
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["LAP_HOME"], "test.sqlite3")}  # noqa: F405

@@ -175,3 +175,18 @@ def test_seed_default_is_idempotent():
     PoolTarget.objects.filter(harness_id="shell").update(target=0)
     assert not services.pool_seed_default()
     assert PoolTarget.objects.get().target == 0
+
+
+def test_metrics_report_pool_state_claims_and_failures(api_client, agent, user, fake_driver):
+    warm(2)
+    create(agent, user)
+    fake_driver.fail("create", "no room")
+    PoolTarget.objects.update_or_create(harness_id="codex", defaults={"target": 1})
+    services.pool_top_up()
+    provision()
+    text = api_client.get("/metrics", HTTP_ACCEPT="text/plain;version=0.0.4").content.decode()
+    assert 'lap_pool_sandboxes{harness="shell",state="warm"} 1.0' in text
+    assert 'lap_pool_sandboxes{harness="shell",state="claimed"} 1.0' in text
+    assert 'lap_pool_provision_failures_total{harness="codex"} 1.0' in text
+    assert 'lap_pool_claims_total{harness="shell",outcome="hit"}' in text
+    assert 'lap_pool_claim_seconds_bucket{harness="shell",le="0.05"}' in text

@@ -96,18 +96,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Names this deployment's task queue and channel-layer keys: deployments sharing one Redis
+# must differ, or each would run the other's tasks against the wrong database.
+LAP_INSTANCE = env.str("LAP_INSTANCE", default="lap")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{LAP_INSTANCE}:asgi"},
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 Q_CLUSTER = {
-    "name": "lap",
+    "name": LAP_INSTANCE,
     "workers": env.int("LAP_WORKERS", default=2),
     "timeout": 300,
     "retry": 360,

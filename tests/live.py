@@ -57,6 +57,7 @@ class LivePlatform:
             **{k: v for k, v in os.environ.items() if not k.startswith(("LAP_", "DJANGO_"))},
             "LAP_HOME": str(self.home),
             "LAP_MASTER_KEY": self.key,
+            "LAP_INSTANCE": f"lap-live-{uuid.uuid4().hex[:8]}",
             "DJANGO_SETTINGS_MODULE": "lapsite.settings",
         }
         self._drop: tuple[str, str] | None = None

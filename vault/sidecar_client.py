@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from sandboxes.runner_client import tls_context
+
 TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 
 
@@ -43,10 +45,12 @@ class HttpSidecarClient:
 
     def __init__(self, control_url: str) -> None:
         if control_url.startswith("unix://"):
-            transport = httpx.HTTPTransport(uds=control_url.removeprefix("unix://"))
+            transport = httpx.HTTPTransport(
+                uds=control_url.removeprefix("unix://"), verify=tls_context()
+            )
             base_url = "http://vault"
         else:
-            transport = httpx.HTTPTransport()
+            transport = httpx.HTTPTransport(verify=tls_context())
             base_url = control_url
         self._http = httpx.Client(base_url=base_url, transport=transport, timeout=TIMEOUT)
 

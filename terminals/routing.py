@@ -4,12 +4,12 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from django.urls import path
 
-from terminals.consumers import TerminalConsumer
+from terminals.consumers import terminal_bridge
 
 websocket_urlpatterns = [
     path(
         "api/v1/managed_agents/sessions/<uuid:session_id>/tty",
-        TerminalConsumer.as_asgi(),
+        terminal_bridge,
         name="session-tty",
     ),
 ]

@@ -1,15 +1,14 @@
-"""The whole terminal chain and session bring-up, on the real platform (issue 3's targets).
+"""The whole terminal chain on the real platform (issue 3's targets).
 
 Client → daphne (the Channels bridge) → runner in a bwrap jail → PTY → back: keystroke echo
-RTT and output throughput, beside a bare PTY measured in the same run; and cold
-``POST /agents/{id}/session`` → ``ready`` → first terminal byte on the local driver.
+RTT and output throughput, beside a bare PTY measured in the same run. Session start (cold
+and warm) is measured by ``bench/warm_pool.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
-import time
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -25,8 +24,6 @@ from bench.terminal_runner import (
     ws_throughput,
 )
 from tests.live import LivePlatform
-
-COLD_SESSIONS = 10
 
 
 async def _attach(platform: LivePlatform, session: dict) -> ClientConnection:
@@ -67,35 +64,12 @@ async def chain_throughput(platform: LivePlatform, agent: str, wrap: int) -> flo
     return mbps
 
 
-async def cold_start(platform: LivePlatform, agent: str) -> tuple[float, float]:
-    """Seconds from POST to ``ready`` (polled every 5 ms) and to the first terminal byte."""
-    started = time.perf_counter()
-    session = platform.api("POST", f"/agents/{agent}/session", json={}).json()
-    while session["status"] == "creating":
-        await asyncio.sleep(0.005)
-        session = platform.api("GET", f"/sessions/{session['id']}").json()
-    assert session["status"] == "ready", session
-    ready = time.perf_counter() - started
-    ws = await connect(
-        platform.tty_url(session),
-        additional_headers={"Authorization": f"Bearer {session['tty_token']}"},
-    )
-    await ws.recv()
-    first_byte = time.perf_counter() - started
-    await ws.close()
-    platform.api("DELETE", f"/sessions/{session['id']}")
-    return ready, first_byte
-
-
 async def _measure(platform: LivePlatform) -> dict:
     agent = platform.create_agent("bench-shell")["name"]
-    cold = [await cold_start(platform, agent) for _ in range(COLD_SESSIONS)]
     return {
         "echo": await chain_echo(platform, agent),
         "lines": await chain_throughput(platform, agent, wrap=76),
         "raw": await chain_throughput(platform, agent, wrap=0),
-        "ready": [r for r, _ in cold],
-        "first_byte": [f for _, f in cold],
     }
 
 
@@ -103,6 +77,7 @@ def main() -> None:
     bare = {"echo": bare_echo(), **{name: bare_throughput(p) for name, p in FLOODS.items()}}
     platform = LivePlatform().start()
     try:
+        platform.settle_pool()
         chain = asyncio.run(_measure(platform))
     finally:
         platform.stop()
@@ -120,13 +95,6 @@ def main() -> None:
         print(f"{measured['lines']:>12.1f}{measured['raw']:>12.1f}")
     ratios = [c / b for b, c in zip(rows[0], rows[1], strict=True)]
     print(f"{'ratio chain / bare':<24}" + "".join(f"{r:>11.2f}x" for r in ratios))
-    print(f"\ncold session on the local driver, n={COLD_SESSIONS}")
-    for label in ("ready", "first_byte"):
-        values = chain[label]
-        print(
-            f"  POST → {label:<11} p50 {statistics.median(values) * 1e3:7.0f} ms"
-            f"   max {max(values) * 1e3:7.0f} ms"
-        )
 
 
 if __name__ == "__main__":

@@ -155,6 +155,14 @@ class LivePlatform:
                 raise TimeoutError(f"session {session_id} stuck: {session}")
             time.sleep(0.05)
 
+    def settle_pool(self, timeout: float = 120) -> None:
+        """Wait until no warm sandbox is being provisioned (benchmarks measure a quiet platform)."""
+        deadline = time.monotonic() + timeout
+        while any(h["provisioning"] for h in self.api("GET", "/pool").json()["harnesses"].values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the warm pool is still provisioning")
+            time.sleep(0.1)
+
     def ready_session(self, agent: str) -> dict:
         reply = self.api("POST", f"/agents/{agent}/session", json={})
         assert reply.status_code in (200, 201), reply.text

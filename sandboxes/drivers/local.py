@@ -50,7 +50,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -257,20 +257,16 @@ class LocalDriver:
 
     def _resolve_sidecar_runtime(self) -> local_jail.Runtime:
         if self._sidecar_runtime is None:
-            try:
-                runtime = local_jail.resolve_sidecar_runtime(self.sidecar_python)
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise DriverUnavailable(f"the local driver cannot run the vault: {exc}") from exc
-            self._sidecar_runtime = runtime
+            self._sidecar_runtime = _runtime_or_unavailable(
+                "vault", local_jail.resolve_sidecar_runtime, self.sidecar_python
+            )
         return self._sidecar_runtime
 
     def _resolve_runtime(self) -> local_jail.Runtime:
         if self._runtime is None:
-            try:
-                runtime = local_jail.resolve_runtime(self.python)
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise DriverUnavailable(f"the local driver cannot run the runner: {exc}") from exc
-            self._runtime = runtime
+            self._runtime = _runtime_or_unavailable(
+                "runner", local_jail.resolve_runtime, self.python
+            )
         return self._runtime
 
     def _directory(self, handle: SandboxHandle) -> Path:
@@ -613,3 +609,12 @@ def _tail(path: Path, limit: int = 2000) -> str:
     except OSError:
         return "(no log)"
     return data.decode("utf-8", "replace").strip() or "(empty log)"
+
+
+def _runtime_or_unavailable(
+    what: str, resolve: Callable[[Any], local_jail.Runtime], python: Any
+) -> local_jail.Runtime:
+    try:
+        return resolve(python)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DriverUnavailable(f"the local driver cannot run the {what}: {exc}") from exc

@@ -180,6 +180,18 @@ def sidecar_command(runtime: Runtime, *args: str) -> tuple[list[str], dict[str, 
     return [runtime.python, "-s", "-B", "-m", "sidecar", *args], env
 
 
+def _merged_usr_binds() -> list[str]:
+    """``/bin``, ``/lib``… as the host has them: symlinks into ``/usr`` or read-only dirs."""
+    argv: list[str] = []
+    for name in MERGED_USR:
+        host = Path("/", name)
+        if host.is_symlink():
+            argv += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            argv += ["--ro-bind", str(host), f"/{name}"]
+    return argv
+
+
 def unreadable_by_others(path: str) -> str | None:
     """The first component of ``path`` another uid cannot traverse or read, if any."""
     current = Path("/")
@@ -267,12 +279,7 @@ def bwrap_argv(
         "/usr",
         "/usr",
     ]
-    for name in MERGED_USR:
-        host = Path("/", name)
-        if host.is_symlink():
-            argv += ["--symlink", os.readlink(host), f"/{name}"]
-        elif host.is_dir():
-            argv += ["--ro-bind", str(host), f"/{name}"]
+    argv += _merged_usr_binds()
     for name in HOST_ETC:
         if os.path.exists(f"/etc/{name}"):
             argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
@@ -334,12 +341,7 @@ def sidecar_bwrap_argv(*, runtime: Runtime, state_dir: Path, command: list[str])
         "/usr",
         "/usr",
     ]
-    for name in MERGED_USR:
-        host = Path("/", name)
-        if host.is_symlink():
-            argv += ["--symlink", os.readlink(host), f"/{name}"]
-        elif host.is_dir():
-            argv += ["--ro-bind", str(host), f"/{name}"]
+    argv += _merged_usr_binds()
     # /tmp first: the runtime or the state dir may live below it.
     argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", JAIL_TMP]
     for source, dest in runtime.binds:

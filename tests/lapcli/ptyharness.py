@@ -5,6 +5,9 @@ lap's exit status, so every test can check that the terminal came back exactly a
 
 from __future__ import annotations
 
+import json
+import stat
+import subprocess
 import termios
 import time
 from pathlib import Path
@@ -16,6 +19,9 @@ from tests.lapcli.conftest import LAP
 
 
 class Platform(Protocol):
+    url: str
+    key: str
+
     def lap_env(self, config_dir: Path, **extra: str) -> dict[str, str]: ...
 
 
@@ -71,3 +77,42 @@ def wait_for(predicate, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def run_lap(platform: Platform, config_dir: Path, *args: str, anonymous: bool = False):
+    """``lap ARGS`` as a plain subprocess (no terminal); ``anonymous``: no LAP_URL/LAP_KEY."""
+    env = platform.lap_env(config_dir)
+    if anonymous:
+        del env["LAP_URL"], env["LAP_KEY"]
+    return subprocess.run(
+        [LAP, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def login_writes_a_private_config(platform: Platform, config_dir: Path):
+    """``lap login --url --key`` succeeds and writes the config 0600 in a 0700 directory."""
+    result = run_lap(
+        platform,
+        config_dir,
+        "login",
+        "--url",
+        platform.url,
+        "--key",
+        platform.key,
+        anonymous=True,
+    )
+    assert result.returncode == 0, result.stderr
+    path = config_dir / "config.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert json.loads(path.read_text()) == {"url": platform.url, "key": platform.key}
+    return result
+
+
+def exec_passes_exit_code_and_streams(platform: Platform, config_dir: Path, agent: str) -> None:
+    script = "echo to-out; echo to-err >&2; exit 3"
+    result = run_lap(platform, config_dir, "exec", agent, "--", "sh", "-c", script)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "to-out\n"
+    assert "to-err\n" in result.stderr
+    assert "to-out" not in result.stderr

@@ -5,16 +5,17 @@ dropped sockets, refused tokens)."""
 
 from __future__ import annotations
 
-import json
-import stat
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.lapcli.conftest import LAP
-from tests.lapcli.ptyharness import PROMPT, Lap
+from tests.lapcli.ptyharness import (
+    PROMPT,
+    Lap,
+    exec_passes_exit_code_and_streams,
+    login_writes_a_private_config,
+)
 from tests.live import LivePlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.bwrap]
@@ -26,21 +27,7 @@ def agent(live_platform: LivePlatform) -> str:
 
 
 def test_login_writes_a_0600_config(live_platform: LivePlatform, tmp_path: Path) -> None:
-    env = live_platform.lap_env(tmp_path / "conf")
-    del env["LAP_URL"], env["LAP_KEY"]
-    result = subprocess.run(
-        [LAP, "login", "--url", live_platform.url, "--key", live_platform.key],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    path = tmp_path / "conf" / "config.json"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert json.loads(path.read_text()) == {"url": live_platform.url, "key": live_platform.key}
+    login_writes_a_private_config(live_platform, tmp_path / "conf")
 
 
 def test_attach_echo_resize_detach_and_reattach(
@@ -74,17 +61,7 @@ def test_attach_echo_resize_detach_and_reattach(
 def test_exec_returns_the_exit_code_and_splits_streams(
     live_platform: LivePlatform, agent: str, tmp_path: Path
 ) -> None:
-    result = subprocess.run(
-        [LAP, "exec", agent, "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 3"],
-        env=live_platform.lap_env(tmp_path / "conf"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 3, result.stderr
-    assert result.stdout == "to-out\n"
-    assert "to-err\n" in result.stderr
+    exec_passes_exit_code_and_streams(live_platform, tmp_path / "conf", agent)
 
 
 def test_platform_restart_reconnects_and_the_shell_kept_running(tmp_path: Path) -> None:

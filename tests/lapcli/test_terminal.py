@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import stat
 import subprocess
 from pathlib import Path
 
@@ -19,26 +17,18 @@ from lapcli.status import LapError
 from lapcli.tty import CLOSE_MESSAGES, CLOSE_UNAUTHORIZED, _Attachment
 
 from .conftest import LAP, FakePlatform
-from .ptyharness import PROMPT, Lap, wait_for
+from .ptyharness import (
+    PROMPT,
+    Lap,
+    exec_passes_exit_code_and_streams,
+    login_writes_a_private_config,
+    wait_for,
+)
 
 
 def test_login_writes_a_0600_config(platform: FakePlatform, tmp_path: Path) -> None:
-    env = platform.lap_env(tmp_path / "conf")
-    del env["LAP_URL"], env["LAP_KEY"]
-    result = subprocess.run(
-        [LAP, "login", "--url", platform.url, "--key", platform.key],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = login_writes_a_private_config(platform, tmp_path / "conf")
     assert "(123 agents)" in result.stdout  # counted across three pages of at most 50
-    path = tmp_path / "conf" / "config.json"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert json.loads(path.read_text()) == {"url": platform.url, "key": platform.key}
 
 
 def test_attach_echo_resize_detach_and_reattach(platform: FakePlatform, tmp_path: Path) -> None:
@@ -74,19 +64,7 @@ def test_attach_echo_resize_detach_and_reattach(platform: FakePlatform, tmp_path
 def test_exec_returns_the_exit_code_and_splits_streams(
     platform: FakePlatform, tmp_path: Path
 ) -> None:
-    script = "echo to-out; echo to-err >&2; exit 3"
-    result = subprocess.run(
-        [LAP, "exec", "shell", "--", "sh", "-c", script],
-        env=platform.lap_env(tmp_path / "conf"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 3
-    assert result.stdout == "to-out\n"
-    assert "to-err\n" in result.stderr
-    assert "to-out" not in result.stderr
+    exec_passes_exit_code_and_streams(platform, tmp_path / "conf", "shell")
 
 
 def test_raw_mode_is_restored_when_the_server_dies(

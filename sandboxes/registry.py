@@ -21,7 +21,6 @@ from sandboxes.drivers.base import SandboxDriver
 
 DRIVERS = {
     "local": "sandboxes.drivers.local.LocalDriver",
-    "kubernetes": "sandboxes.drivers.k8s.KubernetesDriver",
 }
 RUNNER_CLIENT = "sandboxes.runner_client.RunnerClient"
 

@@ -113,3 +113,15 @@ def test_a_claim_whose_vault_push_fails_ends_in_a_cold_start(live_platform, shel
         os.kill(meta["sidecar_pid"], signal.SIGKILL)
     session, _ = timed_session(live_platform, shell_agent)
     assert (session["status"], session["failure_reason"]) == ("ready", "")
+
+
+def test_the_embedded_default_has_two_warm_shells_right_after_start():
+    platform = LivePlatform().start()  # a fresh one: the shared platform's pool is in use
+    try:
+        deadline = time.monotonic() + 20  # the schedule's first tick would be ~a minute
+        while (shell := platform.api("GET", "/pool").json()["harnesses"]["shell"])["warm"] < 2:
+            assert time.monotonic() < deadline, shell
+            time.sleep(0.1)
+        assert shell["target"] == 2
+    finally:
+        platform.stop()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from django.core.management.base import BaseCommand
+from django_q.tasks import async_task
 
 from pool.services import pool_ensure_schedules
 from sandboxes.services import ensure_schedules
@@ -25,6 +26,8 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, **options) -> None:
         ensure_schedules()
         pool_ensure_schedules()
+        # Fill the warm pool as soon as the cluster runs, not at the schedule's first tick.
+        async_task("pool.tasks.pool_top_up")
         manage = [sys.executable, "-m", "django"]
         daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port)]
         # Own sessions: a terminal's Ctrl-C reaches only us, and we forward it once.

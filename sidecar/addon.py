@@ -17,7 +17,8 @@ Hooks, in the order a request meets them:
   ``StreamRewriter``.
 - ``request``: swap stubs in buffered bodies of any content type, decoding gzip/deflate/br/zstd.
 - ``responseheaders`` / ``response``: scrub real values back to stubs in headers and bodies;
-  streamed responses (SSE, chunked, large) through a ``StreamRewriter``.
+  streamed responses (SSE, chunked, large) through a ``StreamRewriter``, gzip/deflate/br ones
+  decoded first and forwarded decoded; any other encoding on a streamed response → 502.
 - ``websocket_message``: client messages swapped under the current policy, server ones scrubbed.
 
 One interception record per request goes to ``Vault.record``. Hook bodies never log a header,
@@ -35,10 +36,12 @@ import logging
 import re
 import socket
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
+import brotli
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
@@ -138,6 +141,84 @@ def _authority_matches(authority: str, host: str, port: int, default_port: int) 
 
 def _encoding(message: http.Message) -> str:
     return message.headers.get("content-encoding", "").strip().lower()
+
+
+Decoder = Callable[[bytes], bytes]
+"""Incremental decoding of a streamed body: each chunk in, its decoded bytes out; ``b""`` ends."""
+
+
+def _zlib_decoder(wbits: int) -> Decoder:
+    decoder = zlib.decompressobj(wbits)
+    return lambda chunk: decoder.decompress(chunk) if chunk else decoder.flush()
+
+
+def _deflate_decoder() -> Decoder:
+    """``deflate`` is zlib-wrapped per RFC 9110 but often raw: the first two bytes decide."""
+    head = b""
+    decoder: Decoder | None = None
+
+    def decode(chunk: bytes) -> bytes:
+        nonlocal head, decoder
+        if decoder is None:
+            head += chunk
+            if chunk and len(head) < 2:
+                return b""
+            wrapped = len(head) >= 2 and head[0] & 0x0F == 8 and int.from_bytes(head[:2]) % 31 == 0
+            decoder = _zlib_decoder(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            data, head = head, b""
+            return decoder(data) + (b"" if chunk else decoder(b""))
+        return decoder(chunk)
+
+    return decode
+
+
+def _brotli_decoder() -> Decoder:
+    decoder = brotli.Decompressor()
+    return lambda chunk: decoder.process(chunk) if chunk else b""
+
+
+def _stream_decoder(encoding: str) -> Decoder | None:
+    """A decoder for a streamed body in ``encoding``, or None when it cannot be decoded."""
+    if encoding in ("gzip", "x-gzip"):
+        return _zlib_decoder(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return _deflate_decoder()
+    if encoding == "br":
+        return _brotli_decoder()
+    return None
+
+
+def _decoded_stream(
+    decode: Decoder, rewrite: StreamRewriter, state: _FlowState
+) -> Callable[[bytes], list[bytes]]:
+    """``rewrite`` over the decoded body; after a decoding error nothing more is forwarded."""
+
+    def stream(chunk: bytes) -> list[bytes]:
+        if state.blocked:
+            return []
+        try:
+            data = decode(chunk)
+        except (zlib.error, brotli.error):
+            log.info("streamed response body not decodable: rest dropped")
+            state.blocked = "unscannable_encoding"
+            return []
+        if chunk:
+            return rewrite(data) if data else []
+        return (rewrite(data) if data else []) + rewrite(b"")
+
+    return stream
+
+
+def _send_once(body: bytes) -> Callable[[bytes], list[bytes]]:
+    """A stream callable that sends ``body`` on its first call and drops every upstream byte."""
+    pending = [body]
+
+    def stream(_chunk: bytes) -> list[bytes]:
+        sent = pending[:]
+        pending.clear()
+        return sent
+
+    return stream
 
 
 class VaultAddon:
@@ -372,9 +453,14 @@ class VaultAddon:
         if length is not None and length.isdigit() and int(length) <= BUFFER_LIMIT:
             if not event_stream:
                 return  # buffered: scrubbed in ``response``
-        if _encoding(response) not in ("", "identity"):
-            response.stream = True
-            return
+        encoding = _encoding(response)
+        decode = None
+        if encoding not in ("", "identity"):
+            decode = _stream_decoder(encoding)
+            if decode is None:
+                self._block_stream(flow, state)
+                return
+            del response.headers["content-encoding"]
         if length is not None:
             del response.headers["content-length"]
         if not (response.is_http2 or response.is_http3):
@@ -382,7 +468,19 @@ class VaultAddon:
         state.response_stream = StreamRewriter(
             policy.value_re, policy.longest_value, policy.scrub, may_match=policy.has_value
         )
-        response.stream = state.response_stream
+        response.stream = (
+            state.response_stream
+            if decode is None
+            else _decoded_stream(decode, state.response_stream, state)
+        )
+
+    def _block_stream(self, flow: http.HTTPFlow, state: _FlowState) -> None:
+        """Answer 502 ``unscannable_encoding`` instead of a streamed body no scrub can read; the
+        upstream body is drained and dropped."""
+        self._block(flow, state, 502, "unscannable_encoding")
+        assert flow.response is not None
+        body = flow.response.raw_content or b""
+        flow.response.stream = _send_once(body)
 
     def response(self, flow: http.HTTPFlow) -> None:
         state: _FlowState | None = flow.metadata.get("lap")

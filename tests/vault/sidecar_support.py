@@ -3,7 +3,8 @@
 - ``Pki``: a trustme CA as the platform root, a per-test intermediate (path length 0) issued
   with ``cryptography``, and a separate trustme CA for the upstream servers.
 - ``Upstream``: an aiohttp HTTPS server on 127.0.0.1 in its own thread, with an echo endpoint,
-  a streaming upload counter, an SSE endpoint and a WebSocket echo; it records what it received.
+  a streaming upload counter, an SSE endpoint, a chunked content-encoded endpoint and a WebSocket
+  echo; it records what it received.
 - ``Sidecar``: ``python -m sidecar`` as a subprocess, its stderr kept for the log-leak check.
 """
 
@@ -21,10 +22,12 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import brotli
 import httpx
 import trustme
 from aiohttp import WSMsgType, web
@@ -125,6 +128,7 @@ class Upstream:
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/upload", self._upload)
         app.router.add_get("/sse", self._sse)
+        app.router.add_get("/encoded", self._encoded)
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/repo.git/info/refs", self._git_refs)
         app.router.add_route("*", "/{tail:.*}", self._echo)
@@ -198,6 +202,39 @@ class Upstream:
             for start in range(0, len(raw), size):
                 await response.write(raw[start : start + size])
                 await asyncio.sleep(0.002)
+        await response.write_eof()
+        return response
+
+    async def _encoded(self, request: web.Request) -> web.StreamResponse:
+        """Sends ``text`` (query) compressed by ``encoding`` (gzip, deflate, raw-deflate, br; any
+        other name: uncompressed), chunked, in pieces of ``size`` bytes, with ``Content-Encoding:
+        label`` (default: the encoding's own name)."""
+        self.received.append({"method": "GET", "path": request.path_qs, "headers": []})
+        encoding = request.query["encoding"]
+        size = int(request.query.get("size", "7"))
+        text = request.query["text"].encode()
+        compressors = {
+            "gzip": lambda: zlib.compressobj(wbits=16 + zlib.MAX_WBITS),
+            "deflate": lambda: zlib.compressobj(),
+            "raw-deflate": lambda: zlib.compressobj(wbits=-zlib.MAX_WBITS),
+        }
+        if encoding in compressors:
+            compressor = compressors[encoding]()
+            body = compressor.compress(text) + compressor.flush()
+        elif encoding == "br":
+            body = brotli.compress(text)
+        else:
+            body = text
+        default_label = "deflate" if encoding == "raw-deflate" else encoding
+        label = request.query.get("label", default_label)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/plain", "Content-Encoding": label}
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), size):
+            await response.write(body[start : start + size])
+            await asyncio.sleep(0.002)
         await response.write_eof()
         return response
 

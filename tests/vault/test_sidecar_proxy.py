@@ -347,6 +347,59 @@ def test_sse_stream_with_values_split_across_chunks_is_scrubbed(vault_env: Vault
     assert body == "".join(f"data: {e}\n\n" for e in expected)
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "br"])
+def test_streamed_compressed_response_is_decoded_and_scrubbed(vault_env: VaultEnv, encoding):
+    value, stub = vault_env.value("GH"), vault_env.stub("GH")
+    text = f"start {value} middle {value}{value} end"
+    with (
+        vault_env.sidecar.client() as client,
+        client.stream(
+            "GET",
+            f"{vault_env.upstream.url}/encoded",
+            params={"encoding": encoding, "text": text, "size": 5},
+        ) as response,
+    ):
+        chunks = list(response.iter_raw())
+    assert response.status_code == 200
+    assert "content-encoding" not in response.headers
+    assert "content-length" not in response.headers
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert b"".join(chunks).decode() == f"start {stub} middle {stub}{stub} end"
+    record = vault_env.sidecar.records()[-1]
+    assert (record["decision"], record["reason"]) == ("allowed", None)
+
+
+def test_streamed_response_in_unknown_encoding_is_refused(vault_env: VaultEnv):
+    value = vault_env.value("GH")
+    with vault_env.sidecar.client() as client:
+        response = client.get(
+            f"{vault_env.upstream.url}/encoded",
+            params={"encoding": "x-unknown", "text": f"start {value} end"},
+        )
+    assert response.status_code == 502
+    assert response.json() == {"error": "vault_blocked", "reason": "unscannable_encoding"}
+    assert value not in response.text
+    record = vault_env.sidecar.records()[-1]
+    assert (record["decision"], record["reason"], record["status"]) == (
+        "blocked",
+        "unscannable_encoding",
+        502,
+    )
+
+
+def test_streamed_response_not_decodable_is_cut_off(vault_env: VaultEnv):
+    value = vault_env.value("GH")
+    with vault_env.sidecar.client() as client:
+        response = client.get(
+            f"{vault_env.upstream.url}/encoded",
+            params={"encoding": "plain", "label": "gzip", "text": f"start {value} end"},
+        )
+    assert value not in response.text
+    assert response.content == b""
+    record = vault_env.sidecar.records()[-1]
+    assert (record["decision"], record["reason"]) == ("blocked", "unscannable_encoding")
+
+
 def test_rotation_takes_effect_on_the_next_request(vault_env: VaultEnv):
     url = f"{vault_env.upstream.url}/x"
     old = vault_env.value("GH")

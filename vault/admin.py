@@ -50,22 +50,7 @@ class InterceptionRecordAdmin(ReadOnlyAdmin):
     list_display = ("time", "session", "method", "host", "path", "decision", "reason", "status")
     list_filter = ("decision", "reason")
     search_fields = ("host", "session__id", "sandbox__id")
-    fields = (
-        "session",
-        "sandbox",
-        "seq",
-        "time",
-        "method",
-        "host",
-        "path",
-        "decision",
-        "reason",
-        "credentials",
-        "status",
-        "bytes_out",
-        "bytes_in",
-        "duration_ms",
-    )
+    fields = ("session", "sandbox", *InterceptionRecord.REPORTED_FIELDS)
     readonly_fields = fields
 
 

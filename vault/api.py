@@ -34,20 +34,7 @@ class InterceptionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = InterceptionRecord
-        fields = [
-            "seq",
-            "time",
-            "method",
-            "host",
-            "path",
-            "decision",
-            "reason",
-            "credentials",
-            "status",
-            "bytes_out",
-            "bytes_in",
-            "duration_ms",
-        ]
+        fields = list(InterceptionRecord.REPORTED_FIELDS)
 
 
 class InterceptionQuerySerializer(serializers.Serializer):

@@ -80,6 +80,22 @@ class InterceptionRecord(models.Model):
     pages are stable while new records arrive at the end.
     """
 
+    # What the API and the admin show of a record, in this order.
+    REPORTED_FIELDS = (
+        "seq",
+        "time",
+        "method",
+        "host",
+        "path",
+        "decision",
+        "reason",
+        "credentials",
+        "status",
+        "bytes_out",
+        "bytes_in",
+        "duration_ms",
+    )
+
     class Decision(models.TextChoices):
         ALLOWED = "allowed"
         BLOCKED = "blocked"

@@ -6,25 +6,11 @@ import pytest
 
 from sandboxes.models import Sandbox
 from tests.conftest import SECRET
+from tests.vault.records import record_blocked as blocked
 from vault.models import VaultKey
 
 pytestmark = pytest.mark.django_db
 API = "/api/v1/managed_agents"
-
-
-def blocked(vault, host="evil.example"):
-    vault.record(
-        method="GET",
-        host=host,
-        path="/x",
-        decision="blocked",
-        reason="credential_not_allowed_for_host",
-        credentials=["GITHUB_TOKEN"],
-        status=403,
-        bytes_out=0,
-        bytes_in=0,
-        duration_ms=0.1,
-    )
 
 
 def test_vault_keys_show_names_stubs_and_hosts(api_client, ready_session):

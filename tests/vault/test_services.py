@@ -12,6 +12,7 @@ from agents.services import agent_update
 from sandboxes.models import Sandbox, Session
 from sandboxes.services import session_bring_up, session_create
 from tests.conftest import SECRET
+from tests.vault.records import record_blocked
 from vault import crypto, services
 from vault.models import InterceptionRecord, PlatformCA, SandboxVault, SecurityEvent, VaultKey
 
@@ -145,18 +146,7 @@ def test_records_are_pulled_once_and_a_blocked_credential_raises_one_event(
         bytes_in=20,
         duration_ms=1.5,
     )
-    vault.record(
-        method="GET",
-        host="evil.example",
-        path="/",
-        decision="blocked",
-        reason="credential_not_allowed_for_host",
-        credentials=["GITHUB_TOKEN"],
-        status=403,
-        bytes_out=0,
-        bytes_in=0,
-        duration_ms=0.2,
-    )
+    record_blocked(vault)
     assert services.vault_records_pull(sandbox) == 2
     assert services.vault_records_pull(sandbox) == 0
     assert list(InterceptionRecord.objects.values_list("seq", "decision")) == [
@@ -179,18 +169,7 @@ def test_stop_on_vault_block_stops_the_session(
 ):
     agent_update(ready_session.agent, stop_on_vault_block=True)
     sandbox = sandbox_of(ready_session)
-    fake_driver.vault(str(sandbox.id)).record(
-        method="POST",
-        host="x.test",
-        path="/",
-        decision="blocked",
-        reason="credential_not_allowed_for_host",
-        credentials=["GITHUB_TOKEN"],
-        status=403,
-        bytes_out=0,
-        bytes_in=0,
-        duration_ms=0,
-    )
+    record_blocked(fake_driver.vault(str(sandbox.id)), host="x.test")
     with django_capture_on_commit_callbacks(execute=True):
         services.vault_records_pull(sandbox)
     ready_session.refresh_from_db()

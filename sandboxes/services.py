@@ -314,24 +314,26 @@ def _pool_take(session: Session) -> Sandbox | None:
                 harness_id=session.harness_id,
                 session__isnull=True,
                 state=Sandbox.State.RUNNING,
-            )
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:POOL_CANDIDATES]
+            ).order_by("created_at")[:POOL_CANDIDATES]
         )
         if not candidates:
             return None
-        for pk in candidates:
-            won = Sandbox.objects.filter(pk=pk, pool_state=Sandbox.PoolState.WARM).update(
-                pool_state=Sandbox.PoolState.CLAIMED, session=session, claimed_at=timezone.now()
+        for sandbox in candidates:
+            sandbox.labels = {
+                **sandbox.labels,
+                LABEL_SESSION: str(session.id),
+                LABEL_AGENT: str(session.agent_id),
+            }
+            sandbox.pool_state = Sandbox.PoolState.CLAIMED
+            sandbox.session = session
+            sandbox.claimed_at = timezone.now()
+            won = Sandbox.objects.filter(pk=sandbox.pk, pool_state=Sandbox.PoolState.WARM).update(
+                pool_state=sandbox.pool_state,
+                session=session,
+                claimed_at=sandbox.claimed_at,
+                labels=sandbox.labels,
             )
             if won:
-                sandbox = Sandbox.objects.get(pk=pk)
-                sandbox.labels = {
-                    **sandbox.labels,
-                    LABEL_SESSION: str(session.id),
-                    LABEL_AGENT: str(session.agent_id),
-                }
-                Sandbox.objects.filter(pk=pk).update(labels=sandbox.labels)
                 return sandbox
 
 
@@ -355,7 +357,16 @@ def session_claim_warm(session: Session) -> bool:
         POOL_CLAIMS.labels(session.harness_id, "miss").inc()
         session.transition(expected=(Session.Status.CREATING,), phase="")
         return False
-    transaction.on_commit(lambda: async_task("pool.tasks.pool_top_up"))
+    try:
+        return _claim_bring_up(session, sandbox, started)
+    finally:
+        # Replace the claimed sandbox. After the claim, not before: outside a transaction
+        # django-q2's ORM broker closes this thread's database connection on enqueue.
+        transaction.on_commit(lambda: async_task("pool.tasks.pool_top_up"))
+
+
+def _claim_bring_up(session: Session, sandbox: Sandbox, started: float) -> bool:
+    """The rest of ``session_claim_warm`` once ``sandbox`` is bound to ``session``."""
     driver = get_driver()
     try:
         stubs = vault_stubs_mint(sandbox=sandbox, agent=session.agent, session=session)

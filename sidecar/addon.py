@@ -14,11 +14,13 @@ Hooks, in the order a request meets them:
   in every header (also inside ``Basic``) and in the URL, block the whole request (never
   forwarded) when one is unknown or one secret may not go to this host, else swap. Proxy
   credentials never go upstream. Chunked or large bodies stream through a split-safe
-  ``StreamRewriter``.
+  ``StreamRewriter``; a refused stub found in one cuts the upstream connection before it
+  leaves (the headers are gone already, so no 403 is possible: the client sees 502).
 - ``request``: swap stubs in buffered bodies of any content type, decoding gzip/deflate/br/zstd.
 - ``responseheaders`` / ``response``: scrub real values back to stubs in headers and bodies;
-  streamed responses (SSE, chunked, large) through a ``StreamRewriter``, gzip/deflate/br ones
-  decoded first and forwarded decoded; any other encoding on a streamed response → 502.
+  streamed responses (SSE, chunked, large) through a ``StreamRewriter``, gzip/deflate/br/zstd
+  ones decoded first (bounded against bombs, ``sidecar.decoding``) and forwarded decoded; any
+  other encoding on a streamed response → 502.
 - ``websocket_message``: client messages swapped under the current policy, server ones scrubbed.
 
 One interception record per request goes to ``Vault.record``. Hook bodies never log a header,
@@ -36,16 +38,15 @@ import logging
 import re
 import socket
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-import brotli
-from mitmproxy import http
+from mitmproxy import ctx, http
 from mitmproxy.proxy import server_hooks
 
 from sidecar.control import Vault
+from sidecar.decoding import DecodeError, Decoder, decode_body, stream_decoder
 from sidecar.rules import IPAddress, Refused, ip_literal, normalise_host
 from sidecar.swap import (
     STUB_PREFIX,
@@ -62,7 +63,6 @@ from sidecar.swap import (
 log = logging.getLogger("lap.sidecar")
 
 BUFFER_LIMIT = 1024 * 1024
-DECODABLE = frozenset({"gzip", "deflate", "br", "zstd", "x-gzip"})
 NO_BODY_STATUS = frozenset({101, 204, 304})
 _STUB_TOKEN = re.compile(rb"lap_stub_[A-Za-z0-9_]*")
 PROXY_AUTH_USER = b"lap"
@@ -124,6 +124,23 @@ def _proxy_auth_required() -> http.Response:
     return response
 
 
+def _abort_upstream(flow: http.HTTPFlow) -> None:
+    """Reset ``flow``'s upstream TCP connection now, mid-request.
+
+    mitmproxy cannot kill a flow whose body is streaming (mitmproxy#4711): its HTTP layer
+    would still send the end of the body, and the upstream would take a truncated request as
+    whole. Aborting the socket under the connection handler guarantees it never completes;
+    mitmproxy then sees the server disconnect and fails the flow (the client gets 502).
+    """
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+    io = handler.transports.get(flow.server_conn) if handler else None
+    if io is None or io.writer is None:
+        log.error("streamed request with a refused stub: upstream connection not found")
+        return
+    io.writer.transport.abort()
+
+
 def _authority_matches(authority: str, host: str, port: int, default_port: int) -> bool:
     if authority.startswith("["):
         name, _, rest = authority[1:].partition("]")
@@ -143,51 +160,6 @@ def _encoding(message: http.Message) -> str:
     return message.headers.get("content-encoding", "").strip().lower()
 
 
-Decoder = Callable[[bytes], bytes]
-"""Incremental decoding of a streamed body: each chunk in, its decoded bytes out; ``b""`` ends."""
-
-
-def _zlib_decoder(wbits: int) -> Decoder:
-    decoder = zlib.decompressobj(wbits)
-    return lambda chunk: decoder.decompress(chunk) if chunk else decoder.flush()
-
-
-def _deflate_decoder() -> Decoder:
-    """``deflate`` is zlib-wrapped per RFC 9110 but often raw: the first two bytes decide."""
-    head = b""
-    decoder: Decoder | None = None
-
-    def decode(chunk: bytes) -> bytes:
-        nonlocal head, decoder
-        if decoder is None:
-            head += chunk
-            if chunk and len(head) < 2:
-                return b""
-            wrapped = len(head) >= 2 and head[0] & 0x0F == 8 and int.from_bytes(head[:2]) % 31 == 0
-            decoder = _zlib_decoder(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-            data, head = head, b""
-            return decoder(data) + (b"" if chunk else decoder(b""))
-        return decoder(chunk)
-
-    return decode
-
-
-def _brotli_decoder() -> Decoder:
-    decoder = brotli.Decompressor()
-    return lambda chunk: decoder.process(chunk) if chunk else b""
-
-
-def _stream_decoder(encoding: str) -> Decoder | None:
-    """A decoder for a streamed body in ``encoding``, or None when it cannot be decoded."""
-    if encoding in ("gzip", "x-gzip"):
-        return _zlib_decoder(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return _deflate_decoder()
-    if encoding == "br":
-        return _brotli_decoder()
-    return None
-
-
 def _decoded_stream(
     decode: Decoder, rewrite: StreamRewriter, state: _FlowState
 ) -> Callable[[bytes], list[bytes]]:
@@ -198,8 +170,8 @@ def _decoded_stream(
             return []
         try:
             data = decode(chunk)
-        except (zlib.error, brotli.error):
-            log.info("streamed response body not decodable: rest dropped")
+        except DecodeError as error:
+            log.info("streamed response body not decodable (%s): rest dropped", error)
             state.blocked = "unscannable_encoding"
             return []
         if chunk:
@@ -395,17 +367,27 @@ class VaultAddon:
             del request.headers["content-length"]
             if not (request.is_http2 or request.is_http3):
                 request.headers["transfer-encoding"] = "chunked"
-        state.request_stream = StreamRewriter(
+        rewriter = StreamRewriter(
             policy.stub_re,
             policy.longest_stub,
-            lambda stub: self._stream_swap(state, policy.by_stub[stub]),
+            lambda stub: self._stream_swap(flow, state, policy.by_stub[stub]),
         )
-        request.stream = state.request_stream
+        state.request_stream = rewriter
 
-    def _stream_swap(self, state: _FlowState, secret: Secret) -> bytes:
+        def stream(chunk: bytes) -> list[bytes]:
+            parts = rewriter(chunk)
+            return [] if state.blocked else parts
+
+        request.stream = stream
+
+    def _stream_swap(self, flow: http.HTTPFlow, state: _FlowState, secret: Secret) -> bytes:
         if state.host in state.refused or not secret.allowed_for(state.host):
+            # The headers are upstream already, so no 403 can be sent: cut the upstream
+            # connection before the stub leaves, so the request never completes there.
             state.refused.add(secret.name)
-            return secret.stub
+            state.blocked = "credential_not_allowed_for_host"
+            _abort_upstream(flow)
+            return b""
         state.credentials.add(secret.name)
         return secret.value
 
@@ -419,13 +401,11 @@ class VaultAddon:
         encoding = _encoding(flow.request)
         if encoding in ("", "identity"):
             body = raw
-        elif encoding in DECODABLE:
-            try:
-                body = flow.request.get_content(strict=True) or b""
-            except ValueError:
-                return  # not decodable: forwarded as sent, no stub can be swapped in it
         else:
-            return
+            try:
+                body = decode_body(raw, encoding)
+            except DecodeError:
+                return  # forwarded as sent: no stub can be swapped in it
         if STUB_PREFIX not in body:
             return
         scan = Scan()
@@ -456,7 +436,7 @@ class VaultAddon:
         encoding = _encoding(response)
         decode = None
         if encoding not in ("", "identity"):
-            decode = _stream_decoder(encoding)
+            decode = stream_decoder(encoding)
             if decode is None:
                 self._block_stream(flow, state)
                 return
@@ -502,12 +482,10 @@ class VaultAddon:
             if policy.has_value(raw):
                 response.content = policy.scrub(raw)
             return
-        if encoding not in DECODABLE:
-            return
         try:
-            body = response.get_content(strict=True) or b""
-        except ValueError:
-            return
+            body = decode_body(raw, encoding)
+        except DecodeError:
+            return  # forwarded as sent, as an invalid body would be by any proxy
         if policy.has_value(body):
             response.content = policy.scrub(body)
 

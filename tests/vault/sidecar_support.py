@@ -31,6 +31,7 @@ import brotli
 import httpx
 import trustme
 from aiohttp import WSMsgType, web
+from backports import zstd
 from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
@@ -206,9 +207,9 @@ class Upstream:
         return response
 
     async def _encoded(self, request: web.Request) -> web.StreamResponse:
-        """Sends ``text`` (query) compressed by ``encoding`` (gzip, deflate, raw-deflate, br; any
-        other name: uncompressed), chunked, in pieces of ``size`` bytes, with ``Content-Encoding:
-        label`` (default: the encoding's own name)."""
+        """Sends ``text`` (query) compressed by ``encoding`` (gzip, deflate, raw-deflate, br,
+        zstd; any other name: uncompressed), chunked, in pieces of ``size`` bytes, with
+        ``Content-Encoding: label`` (default: the encoding's own name)."""
         self.received.append({"method": "GET", "path": request.path_qs, "headers": []})
         encoding = request.query["encoding"]
         size = int(request.query.get("size", "7"))
@@ -223,6 +224,8 @@ class Upstream:
             body = compressor.compress(text) + compressor.flush()
         elif encoding == "br":
             body = brotli.compress(text)
+        elif encoding == "zstd":
+            body = zstd.compress(text)
         else:
             body = text
         default_label = "deflate" if encoding == "raw-deflate" else encoding

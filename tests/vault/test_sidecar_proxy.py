@@ -14,6 +14,7 @@ import brotli
 import httpx
 import pytest
 import trustme
+from backports import zstd
 from websockets.sync.client import connect as ws_connect
 
 from tests.vault.sidecar_fixtures import (  # noqa: F401 (fixtures)
@@ -95,6 +96,7 @@ def test_basic_authorization_header_is_decoded_swapped_and_reencoded(vault_env: 
         ("gzip", gzip.compress),
         ("deflate", zlib.compress),
         ("br", brotli.compress),
+        ("zstd", zstd.compress),
     ],
 )
 @pytest.mark.parametrize("content_type", ["application/json", "application/octet-stream"])
@@ -347,7 +349,7 @@ def test_sse_stream_with_values_split_across_chunks_is_scrubbed(vault_env: Vault
     assert body == "".join(f"data: {e}\n\n" for e in expected)
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "br"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "br", "zstd"])
 def test_streamed_compressed_response_is_decoded_and_scrubbed(vault_env: VaultEnv, encoding):
     value, stub = vault_env.value("GH"), vault_env.stub("GH")
     text = f"start {value} middle {value}{value} end"
@@ -450,3 +452,21 @@ def test_interceptions_need_the_read_token(vault_env: VaultEnv):
             client.get("/interceptions", headers={"Authorization": "Bearer x"}).status_code == 401
         )
         assert client.get("/healthz").json() == {"ok": True, "version": vault_env.version}
+
+
+def test_streamed_body_with_stub_for_other_host_never_completes_upstream(vault_env: VaultEnv):
+    """Its headers are upstream already: the upstream connection is cut before the stub."""
+    stub = vault_env.stub("OTHER")
+
+    def body():
+        yield b"x" * 70000
+        yield f"head {stub[:12]}".encode()
+        yield f"{stub[12:]} tail".encode()
+
+    with vault_env.sidecar.client() as client:
+        response = client.post(f"{vault_env.upstream.url}/upload", content=body())
+    assert response.status_code == 502
+    assert not [r for r in vault_env.upstream.received if r["path"] == "/upload"]
+    record = vault_env.sidecar.records()[-1]
+    assert (record["decision"], record["reason"]) == ("blocked", "credential_not_allowed_for_host")
+    assert record["credentials"] == ["OTHER"]

@@ -16,6 +16,7 @@
     scrollback: 10000,
     fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
     fontSize: 14,
+    lineHeight: 1.15, // room below the baseline: underscores are not clipped
     theme: { background: "#101418" },
   });
   const fit = new FitAddon.FitAddon();

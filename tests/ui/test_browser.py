@@ -239,10 +239,28 @@ def test_a_person_runs_a_shell_session_in_the_browser(browser, page, platform, p
     for name, body in seen.bodies:
         assert SECRET not in body, name
 
-    # Stop: the sandbox is gone and the page says so.
+    # Stop: the sandbox is gone, the page says so, and an open sessions list follows.
+    sessions = page.context.new_page()
+    sessions.goto(platform.url + "/sessions/?agent=ui-agent")
+    row = sessions.locator(f'tr[data-session="{session_id}"]')
+    expect(row.locator(".status")).to_have_text("ready")
     page.goto(session_url)
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("text=Stop")
     expect(page.locator("main")).to_contain_text("Session dead")
     assert platform.api("GET", f"/sessions/{session_id}").json()["status"] == "dead"
+    expect(row.locator(".status")).to_have_text("dead")  # polled, no reload
     assert SECRET not in platform.log.read_text()
+
+
+def test_the_progress_view_follows_a_bring_up_to_its_end(page, platform, password):
+    """A cold start of a harness this machine does not have: the phases while it comes up,
+    then the page turns into the failure by itself."""
+    platform.create_agent("ui-codex", harness_id="codex")
+    log_in(page, platform, password, Seen(page))
+    page.click('tr[data-agent="ui-codex"] >> text=New session')
+    expect(page.locator(".phases .phase").first).to_be_visible()
+    screenshot(page, "session-progress")
+    expect(page.locator("main")).to_contain_text("Session failed")
+    expect(page.locator(".failure")).not_to_be_empty()
+    expect(page.locator("#terminal")).to_have_count(0)

@@ -36,14 +36,13 @@
   };
   const sendSize = () => send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
 
-  const refit = () => {
-    fit.fit();
+  const refit = () => fit.fit();
+  const mirrorSize = () => {
     container.dataset.cols = String(term.cols);
     container.dataset.rows = String(term.rows);
   };
   term.onResize(() => {
-    container.dataset.cols = String(term.cols);
-    container.dataset.rows = String(term.rows);
+    mirrorSize();
     sendSize();
   });
   term.onData((data) => send(encoder.encode(data)));
@@ -82,5 +81,6 @@
   }
 
   refit();
+  mirrorSize();
   connect();
 })();

@@ -3,10 +3,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+# The web UI's front-end libraries (package-lock.json pins them): reinstalled when the lock changes.
+ASSETS_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json | sha1sum | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench system-deps venv clean
+.PHONY: run test lint bench system-deps venv assets clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
@@ -16,11 +18,17 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
+$(ASSETS_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+assets: $(ASSETS_STAMP)
+
 system-deps:
 	@scripts/install-system-deps
 
 ## Start the platform on the embedded default (SQLite, local sandboxes) at http://$(HOST):$(PORT)
-run: system-deps venv
+run: system-deps venv assets
 	$(PY) manage.py migrate --no-input -v 0
 	$(PY) manage.py lap_bootstrap
 	$(PY) manage.py lap_serve --host $(HOST) --port $(PORT)
@@ -31,7 +39,7 @@ lint: venv
 	$(VENV)/bin/lint-imports --no-cache
 
 ## The whole suite (SQLite unless DATABASE_URL / REDIS_URL are set)
-test: system-deps venv lint
+test: system-deps venv assets lint
 	$(PY) manage.py makemigrations --check --dry-run -v 0 --settings lapsite.settings_test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -39,4 +47,4 @@ bench: system-deps venv
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .lap-state
+	rm -rf $(VENV) .lap-state node_modules

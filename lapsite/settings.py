@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "terminals",
     "vault",
     "pool",
+    "webui",
 ]
 
 MIDDLEWARE = [
@@ -141,7 +142,16 @@ STATIC_URL = "static/"
 # daphne serves no files itself: WhiteNoise serves static assets (admin, Swagger UI) straight
 # from the installed apps, so there is no collectstatic step and no STATIC_ROOT.
 WHITENOISE_USE_FINDERS = True
-LOGIN_URL = "/admin/login/"
+# The web UI's own assets, and the front-end libraries `make` installs from npm (package-lock.json).
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/xterm", BASE_DIR / "node_modules/@xterm/xterm"),
+    ("vendor/xterm-addon-fit", BASE_DIR / "node_modules/@xterm/addon-fit"),
+    ("vendor/htmx", BASE_DIR / "node_modules/htmx.org/dist"),
+]
+LOGIN_URL = "webui:login"
+LOGIN_REDIRECT_URL = "webui:home"
+LOGOUT_REDIRECT_URL = "webui:login"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

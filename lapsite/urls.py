@@ -16,4 +16,5 @@ urlpatterns = [
     path(API, include("sandboxes.urls")),
     path(API, include("vault.urls")),
     path(API, include("pool.urls")),
+    path("", include("webui.urls")),
 ]

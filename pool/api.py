@@ -9,7 +9,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.harnesses import harness_ids
 from lapsite.schema import errors
 from pool import services
 
@@ -36,19 +35,7 @@ class PoolTargetsSerializer(serializers.Serializer):
     )
 
     def validate_targets(self, targets: dict[str, int]) -> dict[str, int]:
-        known = set(harness_ids())
-        problems = {
-            harness: f"unknown harness (known: {', '.join(sorted(known))})"
-            for harness in targets
-            if harness not in known
-        }
-        problems.update(
-            {
-                harness: f"must be at most LAP_POOL_MAX ({settings.LAP_POOL_MAX})"
-                for harness, target in targets.items()
-                if harness in known and target > settings.LAP_POOL_MAX
-            }
-        )
+        problems = services.pool_target_errors(targets)
         if problems:
             raise serializers.ValidationError(problems)
         return targets

@@ -93,10 +93,29 @@ def pool_provision_failures() -> dict[str, int]:
 # --- targets -------------------------------------------------------------------------
 
 
+def pool_target_errors(targets: Mapping[str, int]) -> dict[str, str]:
+    """Harness id → what is wrong with its proposed target (unknown harness, negative, above
+    ``LAP_POOL_MAX``); empty when every target is acceptable."""
+    known = set(harness_ids())
+    problems = {
+        harness: f"unknown harness (known: {', '.join(sorted(known))})"
+        for harness in targets
+        if harness not in known
+    }
+    for harness, target in targets.items():
+        if harness in problems:
+            continue
+        if target < 0:
+            problems[harness] = "must be at least 0"
+        elif target > settings.LAP_POOL_MAX:
+            problems[harness] = f"must be at most LAP_POOL_MAX ({settings.LAP_POOL_MAX})"
+    return problems
+
+
 def pool_targets_set(targets: Mapping[str, int]) -> dict[str, HarnessPool]:
     """Set the targets of the given harnesses (others keep theirs) and top the pool up.
 
-    Callers validate: known harness ids, ``0 <= target <= LAP_POOL_MAX``.
+    Callers validate with ``pool_target_errors`` first.
     """
     with transaction.atomic():
         for harness, target in targets.items():

@@ -13,14 +13,14 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.models import Schedule
@@ -126,6 +126,17 @@ def session_counts_by_status() -> dict[str, int]:
     for row in Session.objects.values("status").annotate(n=Count("id")):
         counts[row["status"]] = row["n"]
     return counts
+
+
+def session_stats_by_agent(agent_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, tuple[int, str]]:
+    """Agent id → (how many sessions it has had, the status of its newest one or "")."""
+    newest = Session.objects.filter(agent_id=OuterRef("pk")).order_by("-created_at", "-id")
+    rows = (
+        Agent.objects.filter(pk__in=list(agent_ids))
+        .annotate(n=Count("sessions"), latest=Subquery(newest.values("status")[:1]))
+        .values_list("pk", "n", "latest")
+    )
+    return {pk: (n, latest or "") for pk, n, latest in rows}
 
 
 def session_runner(session: Session) -> tuple[str, str]:

@@ -170,8 +170,8 @@ class LivePlatform:
         assert session["status"] == "ready", session
         return session
 
-    def browser_cookie(self, username: str = "e2e-browser") -> str:
-        """Log a new staff user in through the admin login form; returns the Cookie header."""
+    def create_user(self, username: str) -> str:
+        """A new staff user (``createsuperuser``); returns its password."""
         password = uuid.uuid4().hex
         env = {**self.env, "DJANGO_SUPERUSER_PASSWORD": password}
         subprocess.run(
@@ -190,6 +190,11 @@ class LivePlatform:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        return password
+
+    def browser_cookie(self, username: str = "e2e-browser") -> str:
+        """Log a new staff user in through the admin login form; returns the Cookie header."""
+        password = self.create_user(username)
         with httpx.Client(base_url=self.url) as browser:
             form = browser.get("/admin/login/")
             reply = browser.post(

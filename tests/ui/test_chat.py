@@ -1,0 +1,136 @@
+"""The chat page of an API harness in a real browser, against the SSE contract of
+``POST /sessions/{id}/message_stream`` (DESIGN.md, REST API).
+
+That endpoint and ``GET /messages``, ``POST /abort`` and ``/restart`` are being built on another
+branch, so the browser's requests to them are answered here by Playwright (``page.route``) with
+frames in the contract's shape; everything else (login, the page, its script) is the real UI
+served by Django with the FakeDriver behind it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.sync_api import Route, expect
+
+from agents.services import agent_create
+from sandboxes.services import session_bring_up, session_create
+from tests.ui.conftest import screenshot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HISTORY = [
+    {"seq": 0, "role": "user", "status": "complete", "parts": [{"type": "text", "text": "hello"}]},
+    {
+        "seq": 1,
+        "role": "assistant",
+        "status": "complete",
+        "parts": [{"id": "p1", "type": "text", "text": "Hi! What shall we build?"}],
+    },
+]
+
+
+def sse(*frames: dict) -> str:
+    return "".join(f"data: {json.dumps(frame)}\n\n" for frame in frames)
+
+
+def part_event(part: dict, **extra) -> dict:
+    return {
+        "type": "harness_event",
+        "event": {"type": "message.part.updated", "properties": {"part": part, **extra}},
+    }
+
+
+REPLY = sse(
+    {"type": "ready"},
+    {
+        "type": "harness_event",
+        "event": {"type": "message.updated", "properties": {"info": {"id": "u2", "role": "user"}}},
+    },
+    part_event({"id": "u2p", "messageID": "u2", "type": "text", "text": "list the files"}),
+    part_event({"id": "t1", "messageID": "a2", "type": "text", "text": "Let me "}),
+    part_event(
+        {
+            "id": "tool1",
+            "messageID": "a2",
+            "type": "tool",
+            "tool": "bash",
+            "state": {"status": "completed", "input": {"command": "ls"}, "output": "README.md"},
+        }
+    ),
+    part_event({"id": "t1", "messageID": "a2", "type": "text", "text": "Let me look: one file."}),
+    {"type": "done"},
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _database_beside_playwright():
+    """Playwright's sync API keeps an event loop running on the test's thread, which Django
+    takes for an async context; the test's database calls never run on that loop."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+@pytest.fixture
+def chat_session(user):
+    agent = agent_create(user=user, name="chat-agent", harness_id="opencode")
+    session = session_create(agent=agent, user=user)
+    session_bring_up(session.id)
+    return session
+
+
+def test_chat_shows_history_streams_a_reply_and_folds_tool_calls(
+    browser, live_server, chat_session
+):
+    api = f"/api/v1/managed_agents/sessions/{chat_session.id}"
+    sent: list[tuple[str, dict, str | None]] = []
+
+    def answer(route: Route) -> None:
+        request = route.request
+        path = request.url.removeprefix(live_server.url)
+        if request.method == "GET" and path == f"{api}/messages":
+            route.fulfill(json=HISTORY)
+            return
+        sent.append((path, request.post_data_json, request.headers.get("x-csrftoken")))
+        if path == f"{api}/message_stream":
+            route.fulfill(body=REPLY, content_type="text/event-stream")
+        else:
+            route.fulfill(json={"ok": True})
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.route(f"**{api}/*", answer)
+        page.goto(f"{live_server.url}/sessions/{chat_session.id}/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "alice-password")
+        page.click("button[type=submit]")
+
+        log = page.locator("#chat-log")
+        expect(log.locator(".msg-assistant")).to_contain_text("Hi! What shall we build?")
+        page.fill("#chat-input", "list the files")
+        page.keyboard.press("Enter")
+        reply = log.locator(".msg-assistant").nth(1)
+        expect(reply).to_contain_text("Let me look: one file.")
+        expect(reply).not_to_have_class("streaming")
+        assert reply.locator(".part-text").count() == 1  # the part was replaced, not repeated
+        assert log.locator(".msg-user").count() == 2  # the harness's echo of it is not shown
+        tool = reply.locator("details.part-tool")
+        expect(tool.locator("summary")).to_have_text("bash · completed")
+        expect(tool.locator("pre").first).not_to_be_visible()  # folded until opened
+        tool.locator("summary").click()
+        expect(tool.locator("pre").nth(1)).to_have_text("README.md")
+        screenshot(page, "session-chat")
+
+        path, body, token = sent[0]
+        assert path == f"{api}/message_stream" and body == {"text": "list the files"}
+        assert token  # the CSRF token the platform's session authentication asks for
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#chat-restart")
+        expect(log).to_contain_text("restarted")
+        assert sent[-1][0] == f"{api}/restart"
+    finally:
+        context.close()

@@ -1,0 +1,107 @@
+"""Sessions: the live list, starting one, its page (terminal or chat), progress and stop."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from agents.services import agent_get
+from lapsite.errors import LapError
+from sandboxes import services
+from sandboxes.models import Session
+from webui.forms import SessionFilterForm
+from webui.views import get_or_404
+
+PAGE_SIZE = 100
+# Bring-up phases in the order a cold start walks them (a warm claim skips some).
+PHASES = [phase for phase in Session.Phase if phase != Session.Phase.READY]
+
+
+def _filtered(request: HttpRequest) -> tuple[SessionFilterForm, list[Session]]:
+    filters = SessionFilterForm(request.GET)
+    query = filters.cleaned_data if filters.is_valid() else {}
+    sessions = services.session_list(
+        agent_id=query.get("agent") or None, status=query.get("status") or None, limit=PAGE_SIZE
+    )
+    return filters, sessions
+
+
+@login_required
+def session_list(request: HttpRequest) -> HttpResponse:
+    filters, sessions = _filtered(request)
+    context = {"filters": filters, "sessions": sessions, "query": request.GET.urlencode()}
+    return render(request, "webui/session_list.html", context)
+
+
+@login_required
+def session_rows(request: HttpRequest) -> HttpResponse:
+    """The list's rows alone: the page polls this to show status changes without a reload."""
+    _, sessions = _filtered(request)
+    return render(request, "webui/_session_rows.html", {"sessions": sessions})
+
+
+@login_required
+@require_POST
+def session_start(request: HttpRequest, agent_id: str) -> HttpResponse:
+    agent = get_or_404(agent_get, agent_id)
+    try:
+        session = services.session_create(
+            agent=agent, user=request.user, title=request.POST.get("title", "")[:200]
+        )
+    except LapError as error:
+        messages.error(request, f"Could not start a session of {agent.name}: {error.message}")
+        return redirect("webui:agent-list")
+    return redirect("webui:session-detail", session_id=session.id)
+
+
+def _phases(session: Session) -> list[tuple[str, str]]:
+    """``(phase, done|current|pending)`` for the progress view."""
+    current = session.phase if session.phase in PHASES else None
+    states, reached = [], current is None and session.status != Session.Status.CREATING
+    for phase in reversed(PHASES):
+        if phase == current:
+            states.append((phase, "current"))
+            reached = True
+        else:
+            states.append((phase, "done" if reached else "pending"))
+    return list(reversed(states))
+
+
+def _session_context(session: Session) -> dict:
+    api = reverse("sandboxes:session-item", args=[session.id])
+    return {
+        "session": session,
+        "phases": _phases(session),
+        "api": api,
+        "tty_path": api + "/tty",
+        "recording_url": reverse("sandboxes:session-recording", args=[session.id]),
+    }
+
+
+@login_required
+def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
+    session = get_or_404(services.session_get, session_id)
+    return render(request, "webui/session_detail.html", _session_context(session))
+
+
+@login_required
+def session_progress(request: HttpRequest, session_id: str) -> HttpResponse:
+    """The bring-up phases; once the session has left ``creating`` the page reloads itself."""
+    session = get_or_404(services.session_get, session_id)
+    response = render(request, "webui/_session_progress.html", _session_context(session))
+    if session.status != Session.Status.CREATING:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def session_stop(request: HttpRequest, session_id: str) -> HttpResponse:
+    session = get_or_404(services.session_get, session_id)
+    if services.session_stop(session):
+        messages.success(request, "Session stopped; its sandbox is gone, the recording is kept.")
+    return redirect("webui:session-detail", session_id=session.id)

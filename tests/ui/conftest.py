@@ -3,6 +3,7 @@ install`: the browser comes from scripts/install-system-deps)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+# Every run saves its screenshots under test-artifacts/ (ignored by git); with
+# LAP_UPDATE_SCREENSHOTS=1 it refreshes the committed ones the README shows instead.
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("LAP_UPDATE_SCREENSHOTS") == "1"
+    else ROOT / "test-artifacts" / "screenshots"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +42,6 @@ def browser():
 
 
 def screenshot(page, name: str) -> None:
-    """Save what the page shows now as docs/screenshots/<name>.png (the README shows them)."""
+    """Save what the page shows now as ``SCREENSHOTS/<name>.png``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

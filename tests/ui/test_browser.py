@@ -4,8 +4,8 @@ bubblewrap sandboxes and the real vault sidecar (tests/live.py).
 One walk through the UI as a person would: log in, create an agent with a secret through the
 form, start a shell session, type into the xterm.js terminal, resize the window, open the vault
 panel, send the secret's stub to a host it is not for and watch the block appear in the log,
-survive a platform restart, download the recording, stop the session. Each page is saved to
-docs/screenshots/, and every page the walk sees is checked for the secret's real value.
+survive a platform restart, download the recording, stop the session. Each page is saved as a
+screenshot (see conftest), and every page the walk sees is checked for the secret's real value.
 """
 
 from __future__ import annotations
@@ -192,9 +192,9 @@ def test_a_person_runs_a_shell_session_in_the_browser(browser, page, platform, p
     # A network blip (here: the platform restarts): the terminal re-attaches by itself and
     # the re-attach brings the earlier output back.
     platform.kill_server()
-    expect(page.locator("#terminal-state")).not_to_have_text("connected")
+    expect(page.locator("#terminal-state")).not_to_have_text("connected", timeout=SLOW)
     platform.serve()
-    expect(page.locator("#terminal-state")).to_have_text("connected")
+    expect(page.locator("#terminal-state")).to_have_text("connected", timeout=SLOW)
     wait_for_row(page, ".*credential_not_allowed_for_host.*")
     type_line(page, "echo back-$((6*7))")
     wait_for_row(page, "^back-42$")

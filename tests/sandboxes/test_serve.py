@@ -38,10 +38,10 @@ def serve_env(tmp_path):
     return env
 
 
-def start(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+def start(env: dict[str, str], *options: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "lap_serve", "--port", str(port)],
+        [sys.executable, str(ROOT / "manage.py"), "lap_serve", "--port", str(port), *options],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -78,14 +78,18 @@ def live_members(pgid: int) -> list[int]:
     return members
 
 
-@pytest.fixture
-def served(serve_env):
-    process, port = start(serve_env)
-    yield process, port
+def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
     process.stdout.close()
+
+
+@pytest.fixture
+def served(serve_env):
+    process, port = start(serve_env)
+    yield process, port
+    stop(process)
 
 
 def test_serves_healthz_and_stops_cleanly_on_sigterm(served):
@@ -108,3 +112,17 @@ def test_exits_with_an_error_when_a_child_dies(served):
     assert process.wait(timeout=30) != 0
     assert not Path(f"/proc/{daphne}").exists()
     assert not live_members(qcluster)  # the q cluster's workers went too
+
+
+def test_no_worker_serves_with_daphne_alone(serve_env):
+    """The Kubernetes web Deployment runs this; the worker Deployment runs ``qcluster``."""
+    process, port = start(serve_env, "--no-worker")
+    try:
+        assert wait_for_healthz(port).status_code == 200
+        (daphne,) = children_of(process.pid)
+        assert "daphne" in Path(f"/proc/{daphne}/cmdline").read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert not Path(f"/proc/{daphne}").exists()
+    finally:
+        stop(process)

@@ -16,14 +16,20 @@ from sandboxes.services import ensure_schedules
 class Command(BaseCommand):
     help = (
         "Serve the platform: daphne (HTTP + WebSocket) and the django-q2 cluster as child "
-        "processes. SIGINT/SIGTERM are forwarded; when either child exits, so does the other."
+        "processes. SIGINT/SIGTERM are forwarded; when either child exits, so does the other. "
+        "With --no-worker only daphne runs (the cluster runs elsewhere: `manage.py qcluster`)."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--no-worker",
+            action="store_true",
+            help="serve HTTP + WebSocket only; the task cluster runs in its own process or pod",
+        )
 
-    def handle(self, *args, host: str, port: int, **options) -> None:
+    def handle(self, *args, host: str, port: int, no_worker: bool, **options) -> None:
         ensure_schedules()
         pool_ensure_schedules()
         # Fill the warm pool as soon as the cluster runs, not at the schedule's first tick.
@@ -31,10 +37,9 @@ class Command(BaseCommand):
         manage = [sys.executable, "-m", "django"]
         daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port)]
         # Own sessions: a terminal's Ctrl-C reaches only us, and we forward it once.
-        children = [
-            subprocess.Popen([*daphne, "lapsite.asgi:application"], start_new_session=True),
-            subprocess.Popen([*manage, "qcluster"], start_new_session=True),
-        ]
+        children = [subprocess.Popen([*daphne, "lapsite.asgi:application"], start_new_session=True)]
+        if not no_worker:
+            children.append(subprocess.Popen([*manage, "qcluster"], start_new_session=True))
 
         stopping: list[int] = []
 

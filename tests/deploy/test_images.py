@@ -135,6 +135,9 @@ def assemble(image: str, into: Path) -> None:
     """Lay out what the Dockerfile's COPY lines take from the repository, under ``into``."""
     for line in (DOCKER / image / "Dockerfile").read_text().splitlines():
         words = line.split()
+        if words[:2] == ["COPY", "--from=assets"]:
+            # The assets stage runs `npm ci` in /src as `make assets` does in the checkout.
+            words = ["COPY", *(w.removeprefix("/src/") for w in words[2:])]
         if words[:1] != ["COPY"] or any(w.startswith("--") for w in words):
             continue
         *sources, dest = words[1:]

@@ -119,19 +119,30 @@ NAME_MAX = 63 - len("lap-")
 # Fail-closed egress for the pod's network namespace, for IPv4 and (when the kernel has it)
 # IPv6: loopback (the agent reaches the vault at 127.0.0.1:3128) and replies on connections
 # the pod accepted (the platform's, to the runner and the vault) pass; a new connection out
-# of the pod passes only for the vault's uid; anything else is rejected at once, so a
-# proxy-unaware tool fails loudly instead of leaking. Idempotent: an init container can rerun.
+# of the pod passes only for the vault's uid; anything else is rejected at once (TCP with a
+# reset), so a proxy-unaware tool fails loudly instead of leaking or hanging. IPv6 neighbour
+# discovery is the kernel's own traffic, owned by no uid: without it the vault could not reach
+# its IPv6 gateway. Idempotent: an init container can rerun.
 EGRESS_SCRIPT = f"""set -eu
-rules() {{
-    "$1" -w -N LAP_EGRESS 2>/dev/null || "$1" -w -F LAP_EGRESS
-    "$1" -w -A LAP_EGRESS -o lo -j ACCEPT
-    "$1" -w -A LAP_EGRESS -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-    "$1" -w -A LAP_EGRESS -m owner --uid-owner {VAULT_UID} -j ACCEPT
-    "$1" -w -A LAP_EGRESS -j REJECT --reject-with "$2"
-    "$1" -w -C OUTPUT -j LAP_EGRESS 2>/dev/null || "$1" -w -I OUTPUT 1 -j LAP_EGRESS
+rules() {{  # rules IPTABLES REJECT_WITH [ICMPV6_TYPE...]
+    t=$1 reject=$2
+    shift 2
+    "$t" -w -N LAP_EGRESS 2>/dev/null || "$t" -w -F LAP_EGRESS
+    "$t" -w -A LAP_EGRESS -o lo -j ACCEPT
+    "$t" -w -A LAP_EGRESS -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    "$t" -w -A LAP_EGRESS -m owner --uid-owner {VAULT_UID} -j ACCEPT
+    for icmp in "$@"; do
+        "$t" -w -A LAP_EGRESS -p ipv6-icmp --icmpv6-type "$icmp" -j ACCEPT
+    done
+    "$t" -w -A LAP_EGRESS -p tcp -j REJECT --reject-with tcp-reset
+    "$t" -w -A LAP_EGRESS -j REJECT --reject-with "$reject"
+    "$t" -w -C OUTPUT -j LAP_EGRESS 2>/dev/null || "$t" -w -I OUTPUT 1 -j LAP_EGRESS
 }}
 rules iptables icmp-port-unreachable
-if [ -e /proc/net/if_inet6 ]; then rules ip6tables icmp6-port-unreachable; fi
+if [ -e /proc/net/if_inet6 ]; then
+    rules ip6tables icmp6-port-unreachable \\
+        router-solicitation neighbour-solicitation neighbour-advertisement
+fi
 """
 
 

@@ -21,10 +21,10 @@ from kubernetes.client import V1ContainerStatus, V1Pod
 from .kube_manifests import RUNNER_CONTAINER
 
 # Waiting reasons that do not fix themselves: a wrong image name or tag, a registry that
-# refuses, a container the runtime cannot create, the vault sidecar crashing in a loop.
+# refuses, a container the runtime cannot create, the vault sidecar crashing in a loop. A
+# first failed pull (ErrImagePull) may be a registry hiccup: the back-off after it is not.
 FATAL_WAITING = frozenset(
     {
-        "ErrImagePull",
         "ImagePullBackOff",
         "InvalidImageName",
         "ErrImageNeverPull",

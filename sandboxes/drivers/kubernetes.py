@@ -76,7 +76,11 @@ def load_configuration(kubeconfig_b64: str = "") -> tuple[client.Configuration, 
             config.load_incluster_config(client_configuration=configuration)
             return configuration, SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
         else:
-            config.load_kube_config(client_configuration=configuration)
+            # The client reads KUBECONFIG once, at import: read it now.
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None,
+                client_configuration=configuration,
+            )
     except (config.ConfigException, binascii.Error, yaml.YAMLError, OSError, TypeError) as exc:
         # The message names the file or the problem, never a credential.
         raise DriverUnavailable(f"no usable Kubernetes configuration: {exc}") from exc

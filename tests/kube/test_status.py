@@ -71,7 +71,7 @@ def test_plain_pending_has_no_reason():
     ("reason", "message"),
     [
         ("ImagePullBackOff", 'Back-off pulling image "lap/harness-shell:nope"'),
-        ("ErrImagePull", "not found"),
+        ("InvalidImageName", 'couldn\'t parse image name "lap/Harness"'),
         ("CreateContainerConfigError", 'secret "lap-x" not found'),
     ],
 )
@@ -83,6 +83,14 @@ def test_stuck_waiting_is_fatal_with_the_kubernetes_reason(reason, message):
         ],
     }
     assert verdict(status) == PodState("pending", f"runner: {reason}: {message}", fatal=True)
+
+
+def test_a_first_failed_pull_is_not_fatal_yet():
+    status = {
+        "phase": "Pending",
+        "containerStatuses": [container("runner", {"waiting": {"reason": "ErrImagePull"}})],
+    }
+    assert verdict(status) == PodState("pending")
 
 
 def test_a_crash_looping_vault_sidecar_is_fatal():

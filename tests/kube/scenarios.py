@@ -96,6 +96,18 @@ def start_session(target: Target, agent: str) -> tuple[dict, list[str]]:
     return session, seen
 
 
+def run(target: Target, session: dict, script: str) -> tuple[str, int | None]:
+    """``sh -c script`` in the session's sandbox (``POST /exec``): (output, exit code)."""
+    with target.platform.client.stream(
+        "POST",
+        f"/api/v1/managed_agents/sessions/{session['id']}/exec",
+        json={"argv": ["sh", "-c", script], "timeout": 30},
+    ) as reply:
+        assert reply.status_code == 200, reply.read()
+        events = [json.loads(line) for line in reply.iter_lines() if line]
+    return "".join(e.get("data", "") for e in events), events[-1].get("exit_code")
+
+
 def session_pod(target: Target, session_id: str) -> client.V1Pod:
     [pod] = target.pods(f"lap.session/id={session_id}")
     return pod
@@ -189,6 +201,22 @@ def the_vault_swaps_a_secret_on_the_way_out(target: Target, upstream) -> None:
     assert ("Authorization", f"Bearer {value}") in [tuple(h) for h in seen["headers"]]
     assert value not in output and "lap_stub_GITHUB_TOKEN_" in output
     assert value not in target.platform.log.read_text()
+
+
+def the_agent_reaches_the_outside_only_through_the_vault(target: Target) -> None:
+    """Straight out of the pod, the egress rules refuse the agent's connection at once; through
+    the vault, the vault's own policy answers (this agent may go to api.github.com only)."""
+    session, _ = start_session(target, target.agent(allow_out=["api.github.com"]))
+    direct = (
+        'python3 -c \'import socket\ntry: socket.create_connection(("192.0.2.10", 80), 10)\n'
+        "except OSError as e: print(type(e).__name__)'"
+    )
+    output, _ = run(target, session, direct)
+    assert output.strip() == "ConnectionRefusedError", output  # not a timeout: rejected
+    proxied = "curl -sS -m 10 -o /dev/null -D - -x http://127.0.0.1:3128 http://192.0.2.10/"
+    output, code = run(target, session, proxied)
+    assert code == 0 and output.startswith("HTTP/1.1 403"), output
+    assert "x-vault-blocked: egress_denied" in output.lower(), output
 
 
 def deleting_the_session_deletes_its_pod_and_secret(target: Target) -> None:

@@ -147,6 +147,28 @@ def test_vault_swaps_a_secret_on_its_way_out_of_the_pod(ready, upstream):
     assert status == 200 and body["records"][-1]["path"] == "/kube-echo"
 
 
+def test_the_agent_can_neither_read_vault_records_nor_push_bundles(ready):
+    """The vault's control port is on the pod's loopback too: reads need the token derived
+    from the sealing key (in the vault's Secret and the platform's database only); a bundle
+    must be sealed with that key."""
+    driver, handle, spec = ready()
+    code, output = sh(
+        driver,
+        handle,
+        spec,
+        "curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:3129/interceptions; "
+        "curl -s -o /dev/null -w '%{http_code} ' "
+        "-H 'Authorization: Bearer guess' http://127.0.0.1:3129/interceptions; echo; "
+        "curl -s -X PUT --data-binary forged http://127.0.0.1:3129/bundle; echo; "
+        "curl -s http://127.0.0.1:3129/healthz",
+    )
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0].split() == ["401", "401"]
+    assert json.loads(lines[1]) == {"error": "undecryptable"}
+    assert json.loads(lines[2]) == {"ok": True, "version": None}  # nothing secret
+
+
 def test_create_is_idempotent_and_the_pod_owns_its_secret(make_driver, core, namespace):
     driver = make_driver()
     spec = make_spec()

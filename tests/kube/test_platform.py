@@ -17,6 +17,7 @@ from tests.kube.scenarios import (
     an_image_that_cannot_be_pulled_fails_the_session_with_the_reason,
     deleting_the_session_deletes_its_pod_and_secret,
     kubeconfig_b64,
+    the_agent_reaches_the_outside_only_through_the_vault,
     the_stored_pod_has_every_security_field,
     the_vault_swaps_a_secret_on_the_way_out,
 )
@@ -58,6 +59,10 @@ def test_the_stored_pod_has_every_security_field(target):
 
 def test_the_vault_swaps_a_secret_on_the_way_out(target, upstream):
     the_vault_swaps_a_secret_on_the_way_out(target, upstream)
+
+
+def test_the_agent_reaches_the_outside_only_through_the_vault(target):
+    the_agent_reaches_the_outside_only_through_the_vault(target)
 
 
 def test_deleting_the_session_deletes_its_pod_and_secret(target):

@@ -2,8 +2,9 @@
 
 Serves, in any namespace: pods, secrets, configmaps and events (``/api/v1``) and
 networkpolicies (``/apis/networking.k8s.io/v1``): create, get, list (label and field
-selectors), watch (``?watch=true`` from a resourceVersion, streamed as chunked JSON lines;
-410 Gone past the kept history), replace, merge patch and delete, plus ``/version``.
+selectors), delete (one, or a collection), watch (``?watch=true`` from a resourceVersion,
+streamed as chunked JSON lines; 410 Gone past the kept history), replace and merge patch; plus
+namespaces and ``/version``.
 Failures are real ``Status`` objects: 404 NotFound, 409 AlreadyExists/Conflict, 422 Invalid,
 403 Forbidden (admission: unknown PriorityClass or RuntimeClass), 400 BadRequest.
 
@@ -34,6 +35,7 @@ ROUTE = re.compile(
     r"^/(?:api/v1|apis/networking\.k8s\.io/v1)/namespaces/(?P<namespace>[^/]+)/"
     r"(?P<resource>pods|secrets|configmaps|events|networkpolicies)(?:/(?P<name>[^/]+))?$"
 )
+NAMESPACES = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
 GROUPS = {"networkpolicies": "/apis/networking.k8s.io/v1"}
 MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 PodDeleter = Callable[[str, str, int | None], bool]  # (namespace, name, grace) -> handled?
@@ -240,6 +242,10 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path == "/version" and method == "GET":
                 self._send(200, _VERSION)
                 return
+            namespaces = NAMESPACES.match(url.path)
+            if namespaces is not None:
+                self._namespaces(method, namespaces["name"], raw)
+                return
             route = ROUTE.match(url.path)
             expected = GROUPS.get(route["resource"], "/api/v1") if route else ""
             if route is None or not url.path.startswith(expected + "/"):
@@ -252,16 +258,59 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as error:
             self._send(error.code, status_body(error))
 
+    def _namespaces(self, method: str, name: str | None, raw: bytes) -> None:
+        """Namespaces are cluster-scoped (stored under the namespace ``""``); deleting one
+        deletes everything in it."""
+        api = self.api
+        if name is None and method == "POST":
+            self._send(201, api.create("namespaces", "", validation.parse_body(raw)))
+        elif name is None and method == "GET":
+            items, version = api.store.list("namespaces", "", [], [])
+            self._send(
+                200,
+                {
+                    "kind": "NamespaceList",
+                    "apiVersion": "v1",
+                    "metadata": {"resourceVersion": version},
+                    "items": items,
+                },
+            )
+        elif name is not None and method == "GET":
+            self._send(200, api.store.get("namespaces", "", name))
+        elif name is not None and method == "DELETE":
+            for resource in KINDS:
+                if resource != "namespaces":
+                    for obj in api.store.list(resource, name, [], [])[0]:
+                        api.delete(resource, name, obj["metadata"]["name"], 0)
+            self._send(200, api.store.remove("namespaces", "", name))
+        else:
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on namespaces")
+
     def _collection(
         self, method: str, namespace: str, resource: str, query: dict[str, str], raw: bytes
     ) -> None:
         if method == "POST":
             self._send(201, self.api.create(resource, namespace, validation.parse_body(raw)))
             return
-        if method != "GET":
-            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {resource}")
         labels = parse_selector(query.get("labelSelector"))
         fields = parse_selector(query.get("fieldSelector"))
+        if method == "DELETE":  # deletecollection
+            items, version = self.api.store.list(resource, namespace, labels, fields)
+            for obj in items:
+                self.api.delete(resource, namespace, obj["metadata"]["name"], None)
+            kind = KINDS[resource]
+            self._send(
+                200,
+                {
+                    "kind": kind.list_kind,
+                    "apiVersion": kind.api_version,
+                    "metadata": {"resourceVersion": version},
+                    "items": items,
+                },
+            )
+            return
+        if method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {resource}")
         if query.get("watch") in ("true", "1"):
             self._watch(namespace, resource, query, labels, fields)
             return

@@ -1,10 +1,11 @@
 """The pod network of the kubelet double: a network namespace per pod, reached at a pod IP.
 
 Each pod gets a network namespace of its own (held by a "pause" process: ``unshare --net``,
-loopback up) in which all its containers run, so ``127.0.0.1:3128`` and ``0.0.0.0:7681`` mean
-the same inside as in a real pod, and the egress init container's iptables rules apply to that
-namespace only. The pod IP is an address of ``127.A.B.0/24`` (A and B random, so concurrent
-runs on one machine do not meet) on the host's loopback:
+loopback up, a default route into a dead end) in which all its containers run, so
+``127.0.0.1:3128`` and ``0.0.0.0:7681`` mean the same inside as in a real pod, and the egress
+init container's iptables rules apply to that namespace only. The pod IP is an address of
+``127.A.B.0/24`` (A and B random, so concurrent runs on one machine do not meet) on the host's
+loopback:
 
 - ingress: for every container port, a listener on ``<pod IP>:<port>`` on the host splices
   each connection to ``127.0.0.1:<port>`` inside the pod (a socket made in the pod's
@@ -28,7 +29,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-PAUSE = "ip link set lo up && echo up && exec sleep infinity"
+# Loopback, and an eth0 with a default route into a dead end (a veth whose other end is in the
+# same namespace and answers nothing): traffic to the outside is routed, so the egress rules
+# decide, but nothing arrives anywhere; the double's only "internet" is the egress splice.
+PAUSE = (
+    "ip link set lo up && ip link add eth0 type veth peer name void0 && "
+    "ip link set void0 up && ip link set eth0 up && ip addr add 10.255.255.2/24 dev eth0 && "
+    "ip route add default dev eth0 && echo up && exec sleep infinity"
+)
 
 
 @dataclass

@@ -35,6 +35,7 @@ KINDS = {
     "secrets": Kind("v1", "Secret", "SecretList", "V1Secret"),
     "configmaps": Kind("v1", "ConfigMap", "ConfigMapList", "V1ConfigMap"),
     "events": Kind("v1", "Event", "EventList", "CoreV1Event"),
+    "namespaces": Kind("v1", "Namespace", "NamespaceList", "V1Namespace"),
     "networkpolicies": Kind(
         "networking.k8s.io/v1", "NetworkPolicy", "NetworkPolicyList", "V1NetworkPolicy"
     ),

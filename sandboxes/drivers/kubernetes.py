@@ -317,7 +317,8 @@ class KubernetesDriver:
             sandbox_id = labels.get(LABEL_SANDBOX)
             if not sandbox_id or sandbox_id in infos or sandbox_id in leaving:
                 continue
-            handle = SandboxHandle(sandbox_id, self.name, self._name(sandbox_id))
+            name = secret.metadata.name if secret.metadata else ""
+            handle = SandboxHandle(sandbox_id, self.name, name or "")
             infos[sandbox_id] = SandboxInfo(handle, labels, "exited", "incomplete")
         return list(infos.values())
 

@@ -18,15 +18,16 @@ For every new pod, on one event loop thread:
    strikes in it, like cgroup v2's ``memory.oom.group``) and as events;
 5. **delete** gracefully: SIGTERM, ``terminationGracePeriodSeconds``, SIGKILL, then the pod
    object goes (and with it, by garbage collection, what it owns).
+
+The pieces: ``pods`` (a pod's state, status and scheduling), ``volumes`` (files and env),
+``containers`` (the launcher chain), ``podnet`` (network namespaces, pod IPs, probes).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime
-import hashlib
 import os
 import shutil
 import signal
@@ -34,7 +35,6 @@ import threading
 import traceback
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,66 +43,15 @@ from sandboxes.drivers.base import Resources
 
 from .containers import Launch, Mount, launch_argv, write_etc
 from .images import Image
-from .podnet import PodNet, PodNetwork
+from .podnet import PodNetwork
+from .pods import ContainerRun, PodRun, event_body, fit
 from .store import ApiError, Obj, Store, now
 from .validation import quantity
+from .volumes import environment, make_empty_dir, source_of, write_object_volume
 
 PULL_RETRY = 2.0
 FIRST_PROBE_EVERY = 0.25  # until the first success; then the probe's own period
 USER_NAMES = {10001: "lap", 10002: "vault"}
-
-
-@dataclass
-class ContainerRun:
-    spec: Obj
-    kind: str  # "init" | "sidecar" | "main"
-    state: Obj = field(default_factory=lambda: {"waiting": {"reason": "PodInitializing"}})
-    last_state: Obj = field(default_factory=dict)
-    ready: bool = False
-    started: bool = False
-    restarts: int = 0
-    pulled: bool = False
-    container_id: str = ""
-    process: asyncio.subprocess.Process | None = None
-    groups: dict[str, str] = field(default_factory=dict)
-    oom: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.spec["name"]
-
-    @property
-    def image(self) -> str:
-        return self.spec["image"]
-
-
-@dataclass
-class PodRun:
-    namespace: str
-    name: str
-    uid: str
-    spec: Obj
-    directory: Path
-    log: int
-    requests: tuple[float, float]  # cpu, memory bytes
-    containers: list[ContainerRun]
-    node: str | None = None
-    net: PodNet | None = None
-    phase: str = "Pending"
-    reason: str = ""
-    conditions: dict[str, Obj] = field(default_factory=dict)
-    start_time: str | None = None
-    task: asyncio.Task[None] | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    terminating: bool = False
-    scheduling_message: str = ""
-
-    def of(self, kind: str) -> list[ContainerRun]:
-        return [c for c in self.containers if c.kind == kind]
-
-    @property
-    def finished(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
 
 
 class Kubelet:
@@ -200,58 +149,22 @@ class Kubelet:
     # --- admission and scheduling ----------------------------------------------------------
 
     def _admit(self, obj: Obj) -> None:
-        metadata, spec = obj["metadata"], obj["spec"]
-        containers = [
-            ContainerRun(c, "sidecar" if c.get("restartPolicy") == "Always" else "init")
-            for c in spec.get("initContainers") or []
-        ] + [ContainerRun(c, "main") for c in spec["containers"]]
-        directory = self.root / metadata["uid"]
+        metadata = obj["metadata"]
         log_path = self.root / "logs" / f"{metadata['namespace']}_{metadata['name']}.log"
-        run = PodRun(
-            namespace=metadata["namespace"],
-            name=metadata["name"],
-            uid=metadata["uid"],
-            spec=spec,
-            directory=directory,
-            log=os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-            requests=_requests(spec),
-            containers=containers,
-        )
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        run = PodRun.of_pod(obj, self.root / metadata["uid"], log)
         self.pods[(run.namespace, run.name)] = run
         run.task = self.loop.create_task(self._run(run))
-
-    def _fit(self, run: PodRun) -> tuple[str | None, str]:
-        cpu, memory = run.requests
-        capacity = (quantity(self.node_cpu), quantity(self.node_memory))
-        short: dict[str, int] = {}
-        for node in self.nodes:
-            used = [
-                other.requests
-                for other in self.pods.values()
-                if other.node == node and not other.finished and other is not run
-            ]
-            free_cpu = capacity[0] - sum(u[0] for u in used)
-            free_memory = capacity[1] - sum(u[1] for u in used)
-            if cpu <= free_cpu and memory <= free_memory:
-                return node, ""
-            if cpu > free_cpu:
-                short["cpu"] = short.get("cpu", 0) + 1
-            if memory > free_memory:
-                short["memory"] = short.get("memory", 0) + 1
-        reasons = ", ".join(f"{count} Insufficient {what}" for what, count in short.items())
-        total = len(self.nodes)
-        return None, (
-            f"0/{total} nodes are available: {reasons}. preemption: 0/{total} nodes are "
-            f"available: {total} No preemption victims found for incoming pod."
-        )
 
     async def _schedule(self, run: PodRun) -> None:
         assert self._capacity is not None
         while True:
-            node, message = self._fit(run)
+            node, message = fit(
+                run, list(self.pods.values()), self.nodes, self.node_cpu, self.node_memory
+            )
             if node is not None:
                 run.node = node
-                self._condition(run, "PodScheduled", "True")
+                run.condition("PodScheduled", "True")
                 self._event(
                     run,
                     "Normal",
@@ -263,7 +176,7 @@ class Kubelet:
                 return
             if message != run.scheduling_message:
                 run.scheduling_message = message
-                self._condition(run, "PodScheduled", "False", "Unschedulable", message)
+                run.condition("PodScheduled", "False", "Unschedulable", message)
                 self._event(run, "Warning", "FailedScheduling", message, "default-scheduler")
                 self._publish(run)
             self._capacity.clear()
@@ -286,13 +199,13 @@ class Kubelet:
                     await self._stop_containers(run, run.of("sidecar"), 0)
                     self._wake(self._capacity)
                     return
-            self._condition(run, "Initialized", "True")
+            run.condition("Initialized", "True")
             mains = [self.loop.create_task(self._main(run, c)) for c in run.of("main")]
             run.tasks += mains
             codes = await asyncio.gather(*mains)
             run.phase = "Succeeded" if all(code == 0 for code in codes) else "Failed"
             await self._stop_containers(run, run.of("sidecar"), 0)
-            self._refresh_ready(run)
+            run.refresh_ready()
             self._wake(self._capacity)
         except asyncio.CancelledError:
             raise
@@ -307,57 +220,39 @@ class Kubelet:
         uids = {(c.spec.get("securityContext") or {}).get("runAsUser", 0) for c in run.containers}
         users = {USER_NAMES.get(uid, f"user{uid}"): uid for uid in sorted(uids) if uid}
         write_etc(run.directory / "etc", run.name, users)
-        volumes = run.directory / "volumes"
-        volumes.mkdir(mode=0o711)
+        (run.directory / "volumes").mkdir(mode=0o711)
         for volume in run.spec.get("volumes") or []:
-            path = volumes / volume["name"]
-            if "emptyDir" in volume:
-                path.mkdir()
-                if fs_group is not None:
-                    os.chown(path, 0, fs_group)
-                path.chmod(0o2777 if fs_group is not None else 0o777)
+            path = run.directory / "volumes" / volume["name"]
+            source = source_of(volume)
+            if source is None:
+                make_empty_dir(path, fs_group)
             else:
-                files = await self._volume_files(run, volume)
-                path.mkdir(mode=0o755)
-                source = volume.get("secret") or volume.get("configMap") or {}
-                for name, data in files.items():
-                    target = path / name
-                    target.write_bytes(data)
-                    if fs_group is not None:
-                        os.chown(target, 0, fs_group)
-                    target.chmod(source.get("defaultMode", 0o644))
+                write_object_volume(
+                    path, volume, await self._wait_for(run, volume, *source), fs_group
+                )
         ports = sorted(
             {p["containerPort"] for c in run.containers for p in c.spec.get("ports") or []}
         )
         run.net = await self.network.start(ports, run.log)
         run.start_time = now()
-        self._condition(run, "PodReadyToStartContainers", "True")
+        run.condition("PodReadyToStartContainers", "True")
         self._publish(run)
 
-    async def _volume_files(self, run: PodRun, volume: Obj) -> dict[str, bytes]:
-        """The files of a Secret or ConfigMap volume, waiting until the object exists."""
+    async def _wait_for(self, run: PodRun, volume: Obj, resource: str, name: str) -> Obj:
+        """The Secret or ConfigMap a volume shows, waiting (``FailedMount``) until it exists."""
         assert self._objects is not None
-        secret = volume.get("secret")
-        resource, name = (
-            ("secrets", secret["secretName"])
-            if secret
-            else ("configmaps", volume["configMap"]["name"])
-        )
         reported = False
         while True:
             try:
-                obj = self.store.get(resource, run.namespace, name)
-                break
+                return self.store.get(resource, run.namespace, name)
             except ApiError:
                 if not reported:
-                    kind = "secret" if secret else "configmap"
-                    self._event(
-                        run,
-                        "Warning",
-                        "FailedMount",
-                        f"MountVolume.SetUp failed for "
-                        f'volume "{volume["name"]}" : {kind} "{name}" not found',
+                    kind = resource.removesuffix("s")
+                    message = (
+                        f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                        f'{kind} "{name}" not found'
                     )
+                    self._event(run, "Warning", "FailedMount", message)
                     for container in run.containers:
                         container.state = {"waiting": {"reason": "ContainerCreating"}}
                     self._publish(run)
@@ -365,15 +260,6 @@ class Kubelet:
                 self._objects.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._objects.wait(), 1.0)
-        if secret:
-            data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-        else:
-            data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
-        source = secret or volume["configMap"]
-        items = source.get("items")
-        if items:
-            return {item["path"]: data[item["key"]] for item in items if item["key"] in data}
-        return data
 
     async def _pull(self, run: PodRun, container: ContainerRun) -> Image:
         first = True
@@ -407,7 +293,7 @@ class Kubelet:
         problem = ""
         if security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) and uid == 0:
             problem = "container has runAsNonRoot and image will run as root"
-        env, missing = self._environment(run, container, image)
+        env, missing = environment(self.store, run, container, image)
         problem = problem or missing
         if problem:
             container.state = {
@@ -467,38 +353,6 @@ class Kubelet:
         self._event(run, "Normal", "Started", f"Started container {container.name}")
         return True
 
-    def _environment(
-        self, run: PodRun, container: ContainerRun, image: Image
-    ) -> tuple[dict[str, str], str]:
-        """The container's environment, or why it cannot be made (a missing Secret key)."""
-        env = dict(image.env)
-        for variable in container.spec.get("env") or []:
-            if "valueFrom" not in variable or variable["valueFrom"] is None:
-                env[variable["name"]] = variable.get("value", "")
-                continue
-            source = variable["valueFrom"]
-            if "secretKeyRef" in source:
-                ref = source["secretKeyRef"]
-                try:
-                    data = self.store.get("secrets", run.namespace, ref["name"]).get("data") or {}
-                except ApiError:
-                    return env, f'secret "{ref["name"]}" not found'
-                if ref["key"] not in data:
-                    return (
-                        env,
-                        f"couldn't find key {ref['key']} in Secret {run.namespace}/{ref['name']}",
-                    )
-                env[variable["name"]] = base64.b64decode(data[ref["key"]]).decode()
-            elif "fieldRef" in source:
-                path = source["fieldRef"]["fieldPath"]
-                values = {
-                    "metadata.name": run.name,
-                    "metadata.namespace": run.namespace,
-                    "status.podIP": run.net.ip if run.net else "",
-                }
-                env[variable["name"]] = values.get(path, "")
-        return env, ""
-
     async def _wait_exit(self, run: PodRun, container: ContainerRun) -> int:
         assert container.process is not None
         watcher = self.loop.create_task(self._watch_oom(container))
@@ -522,7 +376,7 @@ class Kubelet:
             }
         }
         container.ready = False
-        self._refresh_ready(run)
+        run.refresh_ready()
         return exit_code
 
     async def _watch_oom(self, container: ContainerRun) -> None:
@@ -604,7 +458,7 @@ class Kubelet:
         readiness = container.spec.get("readinessProbe")
         if readiness is None:
             container.ready = True
-        self._refresh_ready(run)
+        run.refresh_ready()
         self._publish(run)
         if started is not None:
             started.set()
@@ -615,39 +469,14 @@ class Kubelet:
             ready = ok or (container.ready and failures < readiness.get("failureThreshold", 3))
             if ready != container.ready:
                 container.ready = ready
-                self._refresh_ready(run)
+                run.refresh_ready()
                 self._publish(run)
             period = readiness.get("periodSeconds", 10)
             await asyncio.sleep(period if container.ready else min(period, FIRST_PROBE_EVERY))
 
     async def _probe(self, run: PodRun, container: ContainerRun, probe: Obj) -> bool:
-        """One probe attempt, made from inside the pod's network (as the kubelet reaches the
-        pod IP), never through the ingress splice."""
         assert run.net is not None
-        handler = probe.get("httpGet") or probe.get("tcpSocket") or {}
-        port = handler.get("port")
-        if isinstance(port, str):
-            named = {p.get("name"): p["containerPort"] for p in container.spec.get("ports") or []}
-            port = named.get(port)
-        try:
-            async with asyncio.timeout(probe.get("timeoutSeconds", 1)):
-                connection = await self.network.connect_in(run.net, int(port))
-                reader, writer = await asyncio.open_connection(sock=connection)
-                try:
-                    if "httpGet" not in probe:
-                        return True
-                    path = handler.get("path", "/")
-                    writer.write(
-                        f"GET {path} HTTP/1.1\r\nHost: {run.net.ip}:{port}\r\n"
-                        "Connection: close\r\n\r\n".encode()
-                    )
-                    await writer.drain()
-                    status = (await reader.readline()).split()
-                    return len(status) > 1 and 200 <= int(status[1]) < 400
-                finally:
-                    writer.close()
-        except (OSError, TimeoutError, ValueError):
-            return False
+        return await self.network.probe(run.net, probe, container.spec.get("ports") or [])
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -692,65 +521,8 @@ class Kubelet:
 
     # --- status --------------------------------------------------------------------------
 
-    def _condition(
-        self, run: PodRun, kind: str, status: str, reason: str = "", message: str = ""
-    ) -> None:
-        current = run.conditions.get(kind)
-        if current is not None and (current["status"], current.get("reason", "")) == (
-            status,
-            reason,
-        ):
-            if message:
-                current["message"] = message
-            return
-        condition: Obj = {"type": kind, "status": status, "lastTransitionTime": now()}
-        if reason:
-            condition["reason"] = reason
-        if message:
-            condition["message"] = message
-        run.conditions[kind] = condition
-
-    def _refresh_ready(self, run: PodRun) -> None:
-        mains, sidecars = run.of("main"), run.of("sidecar")
-        containers_ready = bool(mains) and all(c.ready for c in mains) and not run.finished
-        ready = containers_ready and all(c.ready for c in sidecars)
-        self._condition(run, "ContainersReady", "True" if containers_ready else "False")
-        self._condition(run, "Ready", "True" if ready else "False")
-
-    def _container_status(self, run: PodRun, container: ContainerRun) -> Obj:
-        digest = hashlib.sha256(container.image.encode()).hexdigest()
-        status: Obj = {
-            "name": container.name,
-            "image": container.image,
-            "imageID": f"docker.io/{container.image}@sha256:{digest}" if container.pulled else "",
-            "ready": container.ready,
-            "restartCount": container.restarts,
-            "started": container.started,
-            "state": container.state,
-        }
-        if container.container_id:
-            status["containerID"] = container.container_id
-        if container.last_state:
-            status["lastState"] = container.last_state
-        return status
-
     def _publish(self, run: PodRun) -> None:
-        status: Obj = {
-            "phase": run.phase,
-            "conditions": list(run.conditions.values()),
-            "initContainerStatuses": [
-                self._container_status(run, c) for c in run.containers if c.kind != "main"
-            ],
-            "containerStatuses": [self._container_status(run, c) for c in run.of("main")],
-        }
-        if run.reason:
-            status["reason"] = run.reason
-        if run.node is not None:
-            status.update(hostIP="127.0.0.1", hostIPs=[{"ip": "127.0.0.1"}])
-        if run.net is not None:
-            status.update(podIP=run.net.ip, podIPs=[{"ip": run.net.ip}])
-        if run.start_time:
-            status["startTime"] = run.start_time
+        status = run.status()
 
         def write(obj: Obj) -> None:
             obj["status"] = {**(obj.get("status") or {}), **status}
@@ -763,42 +535,6 @@ class Kubelet:
     def _event(
         self, run: PodRun, kind: str, reason: str, message: str, component: str = "kubelet"
     ) -> None:
-        stamp = now()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{run.name}.{uuid.uuid4().hex[:16]}"},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": run.name,
-                "namespace": run.namespace,
-                "uid": run.uid,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "count": 1,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "source": {"component": component, **({"host": run.node} if run.node else {})},
-        }
-        self.store.create("events", run.namespace, event)
-
-
-def _requests(spec: Obj) -> tuple[float, float]:
-    """The pod's effective requests: its containers and sidecars, or its largest regular init
-    container if that is more (as the scheduler counts them)."""
-
-    def of(container: Obj) -> tuple[float, float]:
-        requests = (container.get("resources") or {}).get("requests") or {}
-        return quantity(requests.get("cpu", "0")), quantity(requests.get("memory", "0"))
-
-    inits = spec.get("initContainers") or []
-    running = [of(c) for c in spec["containers"]]
-    running += [of(c) for c in inits if c.get("restartPolicy") == "Always"]
-    regular = [of(c) for c in inits if c.get("restartPolicy") != "Always"] or [(0.0, 0.0)]
-    return (
-        max(sum(r[0] for r in running), max(r[0] for r in regular)),
-        max(sum(r[1] for r in running), max(r[1] for r in regular)),
-    )
+        self.store.create(
+            "events", run.namespace, event_body(run, kind, reason, message, component)
+        )

@@ -118,6 +118,33 @@ class PodNetwork:
             raise
         return inner
 
+    async def probe(self, net: PodNet, probe: dict, ports: list[dict]) -> bool:
+        """One ``httpGet`` or ``tcpSocket`` probe attempt, made from inside the pod's network
+        (as the kubelet reaches the pod IP), never through the ingress splice."""
+        handler = probe.get("httpGet") or probe.get("tcpSocket") or {}
+        port = handler.get("port")
+        if isinstance(port, str):
+            port = {p.get("name"): p["containerPort"] for p in ports}.get(port)
+        try:
+            async with asyncio.timeout(probe.get("timeoutSeconds", 1)):
+                connection = await self.connect_in(net, int(port))  # type: ignore[arg-type]
+                reader, writer = await asyncio.open_connection(sock=connection)
+                try:
+                    if "httpGet" not in probe:
+                        return True
+                    request = (
+                        f"GET {handler.get('path', '/')} HTTP/1.1\r\nHost: {net.ip}:{port}\r\n"
+                        "Connection: close\r\n\r\n"
+                    )
+                    writer.write(request.encode())
+                    await writer.drain()
+                    status = (await reader.readline()).split()
+                    return len(status) > 1 and 200 <= int(status[1]) < 400
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError, ValueError, TypeError):
+            return False
+
     def _ingress(self, net: PodNet, port: int) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:

@@ -190,6 +190,23 @@ LAP_POOL_MAX_AGE = env.int("LAP_POOL_MAX_AGE", default=60 * 60)  # seconds
 # A PEM bundle the vault sidecars trust for upstream TLS besides the system CAs (tests: a
 # trustme CA for local HTTPS servers). Verification of upstreams is always on.
 LAP_VAULT_UPSTREAM_CA = env.str("LAP_VAULT_UPSTREAM_CA", default="")
+# Kubernetes driver (LAP_SANDBOX_DRIVER=kubernetes; docs/kubernetes.md). Kube config: the
+# base64 kubeconfig when set, else the in-cluster service account, else KUBECONFIG.
+LAP_K8S_NAMESPACE = env.str("LAP_K8S_NAMESPACE", default="lap-sandboxes")
+LAP_K8S_KUBECONFIG_B64 = env.str("LAP_K8S_KUBECONFIG_B64", default="")
+LAP_K8S_IMAGE_REGISTRY = env.str("LAP_K8S_IMAGE_REGISTRY", default="lap")
+LAP_K8S_IMAGE_TAG = env.str("LAP_K8S_IMAGE_TAG", default="0.1.0")
+LAP_K8S_RUNTIME_CLASS = env.str("LAP_K8S_RUNTIME_CLASS", default="")
+LAP_K8S_NODE_SELECTOR = env.dict("LAP_K8S_NODE_SELECTOR", default={})  # k=v,k2=v2
+LAP_K8S_PRIORITY_CLASS_ACTIVE = env.str(
+    "LAP_K8S_PRIORITY_CLASS_ACTIVE", default="lap-sandbox-active"
+)
+LAP_K8S_PRIORITY_CLASS_WARM = env.str("LAP_K8S_PRIORITY_CLASS_WARM", default="lap-sandbox-warm")
+# Seconds a sandbox pod may be unschedulable before its session fails (preemption of warm
+# pods and cluster autoscalers make short spells normal).
+LAP_K8S_UNSCHEDULABLE_GRACE = env.int("LAP_K8S_UNSCHEDULABLE_GRACE", default=120)
+# Extra CIDRs allowed to reach sandbox pods besides the platform's own pods (development).
+LAP_K8S_INGRESS_CIDRS = env.list("LAP_K8S_INGRESS_CIDRS", default=[])
 LITELLM_API_BASE = env.str("LITELLM_API_BASE", default="")
 LITELLM_API_KEY = env.str("LITELLM_API_KEY", default="")
 

@@ -21,6 +21,7 @@ from sandboxes.drivers.base import SandboxDriver
 
 DRIVERS = {
     "local": "sandboxes.drivers.local.LocalDriver",
+    "kubernetes": "sandboxes.drivers.kubernetes.KubernetesDriver",
 }
 RUNNER_CLIENT = "sandboxes.runner_client.RunnerClient"
 
@@ -33,6 +34,21 @@ _override: tuple[SandboxDriver, RunnerClientFactory | None] | None = None
 def _driver_options(name: str) -> dict[str, Any]:
     if name == "local":
         return {"home": settings.LAP_HOME, "upstream_ca": settings.LAP_VAULT_UPSTREAM_CA or None}
+    if name == "kubernetes":
+        return {
+            "namespace": settings.LAP_K8S_NAMESPACE,
+            "instance": settings.LAP_INSTANCE,
+            "image_registry": settings.LAP_K8S_IMAGE_REGISTRY,
+            "image_tag": settings.LAP_K8S_IMAGE_TAG,
+            "runtime_class": settings.LAP_K8S_RUNTIME_CLASS,
+            "node_selector": settings.LAP_K8S_NODE_SELECTOR,
+            "priority_class_active": settings.LAP_K8S_PRIORITY_CLASS_ACTIVE,
+            "priority_class_warm": settings.LAP_K8S_PRIORITY_CLASS_WARM,
+            "ingress_cidrs": tuple(settings.LAP_K8S_INGRESS_CIDRS),
+            "kubeconfig_b64": settings.LAP_K8S_KUBECONFIG_B64,
+            "upstream_ca": settings.LAP_VAULT_UPSTREAM_CA or None,
+            "unschedulable_grace": float(settings.LAP_K8S_UNSCHEDULABLE_GRACE),
+        }
     return {}
 
 
@@ -70,7 +86,9 @@ def use_driver(
 
 def _forget(*, setting: str, **kwargs: Any) -> None:
     global _loaded
-    if setting in ("LAP_SANDBOX_DRIVER", "LAP_HOME", "LAP_VAULT_UPSTREAM_CA"):
+    if setting in ("LAP_SANDBOX_DRIVER", "LAP_HOME", "LAP_VAULT_UPSTREAM_CA", "LAP_INSTANCE") or (
+        setting.startswith("LAP_K8S_")
+    ):
         _loaded = None
 
 

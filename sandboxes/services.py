@@ -697,11 +697,25 @@ def _is_pool_owned(row: Sandbox | None) -> bool:
     )
 
 
-def _reconcile_with_driver(driver: SandboxDriver, ready_ids: list[uuid.UUID]) -> Counter[str]:
+def _reconcile_with_driver(
+    driver: SandboxDriver, ready_ids: list[uuid.UUID], creating_ids: list[uuid.UUID]
+) -> Counter[str]:
     counts: Counter[str] = Counter()
     infos = {
         info.labels.get(LABEL_SANDBOX) or info.handle.sandbox_id: info for info in driver.list()
     }
+    # A sandbox stuck before it is ready (an image that cannot be pulled, a pod no node can
+    # take) fails its session with the driver's reason rather than at the creating timeout.
+    handled: set[str] = set()
+    starting = Sandbox.objects.filter(
+        session_id__in=creating_ids, session__status=Session.Status.CREATING
+    ).exclude(state=Sandbox.State.DESTROYED)
+    for sandbox in starting.select_related("session"):
+        info = infos.get(str(sandbox.id))
+        if info is not None and info.state == "pending" and info.reason:
+            if session_fail(sandbox.session, info.reason):
+                counts["stuck"] += 1
+            handled.add(str(sandbox.id))  # destroyed with its session
     for session in Session.objects.filter(pk__in=ready_ids, status=Session.Status.READY):
         sandbox = _live_sandbox(session)
         info = infos.get(str(sandbox.id)) if sandbox else None
@@ -718,6 +732,8 @@ def _reconcile_with_driver(driver: SandboxDriver, ready_ids: list[uuid.UUID]) ->
         str(row.id): row for row in Sandbox.objects.filter(pk__in=listed).select_related("session")
     }
     for sandbox_id, info in infos.items():
+        if sandbox_id in handled:
+            continue
         row = rows.get(sandbox_id)
         in_use = row is not None and row.session is not None and row.session.is_live
         if in_use or _is_pool_owned(row):
@@ -751,10 +767,12 @@ def _is_uuid(value: str) -> bool:
 def reconcile() -> dict[str, int]:
     """Bring the database and the driver's sandboxes into agreement. Level-triggered.
 
-    Fails sessions stuck in ``creating`` past ``LAP_CREATING_TIMEOUT``, reaps
-    ready sessions idle past ``LAP_IDLE_TIMEOUT``, marks ready sessions whose
-    sandbox vanished or exited as dead (with the driver's reason) and destroys
-    sandboxes that belong to no live session. Returns counts of what it did.
+    Fails sessions stuck in ``creating`` past ``LAP_CREATING_TIMEOUT``, or whose
+    sandbox the driver reports stuck while pending (with its reason, e.g.
+    ``ImagePullBackOff: …``), reaps ready sessions idle past ``LAP_IDLE_TIMEOUT``,
+    marks ready sessions whose sandbox vanished or exited as dead (with the driver's
+    reason) and destroys sandboxes that belong to no live session. Returns counts of
+    what it did.
     """
     now = timezone.now()
     counts: Counter[str] = Counter()
@@ -778,8 +796,11 @@ def reconcile() -> dict[str, int]:
     ready_ids = list(
         Session.objects.filter(status=Session.Status.READY).values_list("pk", flat=True)
     )
+    creating_ids = list(
+        Session.objects.filter(status=Session.Status.CREATING).values_list("pk", flat=True)
+    )
     try:
-        counts.update(_reconcile_with_driver(get_driver(), ready_ids))
+        counts.update(_reconcile_with_driver(get_driver(), ready_ids, creating_ids))
     except DriverError as error:
         logger.warning("reconcile: the driver cannot list sandboxes: %s", error)
         counts["driver_errors"] += 1

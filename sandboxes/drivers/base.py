@@ -14,7 +14,9 @@ Every driver promises:
 - ``destroy(handle)`` kills every process of the sandbox and removes what it
   owned; destroying a sandbox that is already gone succeeds.
 - ``list()`` returns every sandbox the driver knows, with its labels, so
-  reconcile can find orphans and sandboxes that died (with the reason).
+  reconcile can find orphans and sandboxes that died (with the reason). A
+  ``pending`` sandbox carries a reason only when it is stuck for good (an image
+  that cannot be pulled): reconcile then fails its session with that reason.
 - ``sandbox_env()`` gives the variables every harness env must carry to use the
   sandbox's own services (the vault proxy address, the vault's CA bundle); the
   platform merges them into the env it passes to the runner's ``/start``.
@@ -29,6 +31,27 @@ LABEL_SANDBOX = "lap.sandbox/id"
 LABEL_SESSION = "lap.session/id"
 LABEL_AGENT = "lap.agent/id"
 LABEL_POOL_HARNESS = "lap.pool/harness"
+
+# Every sandbox, whatever the driver, offers the harness its vault proxy on this loopback
+# address and the vault's trust bundle (the platform root plus the system CAs) at this path.
+PROXY_ADDRESS = "127.0.0.1:3128"
+TRUST_BUNDLE_PATH = "/etc/lap/ca-bundle.pem"
+# What the harness needs to reach the outside through the proxy (merged into the /start env).
+SANDBOX_ENV = {
+    "HTTPS_PROXY": f"http://{PROXY_ADDRESS}",
+    "https_proxy": f"http://{PROXY_ADDRESS}",
+    "HTTP_PROXY": f"http://{PROXY_ADDRESS}",
+    "http_proxy": f"http://{PROXY_ADDRESS}",
+    "NO_PROXY": "localhost,127.0.0.1",
+    "no_proxy": "localhost,127.0.0.1",
+    "NODE_USE_ENV_PROXY": "1",
+    # The vault's CA: the root the sidecar's per-sandbox intermediate chains to.
+    "SSL_CERT_FILE": TRUST_BUNDLE_PATH,
+    "REQUESTS_CA_BUNDLE": TRUST_BUNDLE_PATH,
+    "CURL_CA_BUNDLE": TRUST_BUNDLE_PATH,
+    "GIT_SSL_CAINFO": TRUST_BUNDLE_PATH,
+    "NODE_EXTRA_CA_CERTS": TRUST_BUNDLE_PATH,
+}
 
 
 class DriverError(Exception):
@@ -89,7 +112,7 @@ class SandboxInfo:
     handle: SandboxHandle
     labels: dict[str, str]
     state: str  # "pending" | "running" | "exited"
-    reason: str = ""  # why it exited or is stuck, e.g. "OOMKilled", "ImagePullBackOff"
+    reason: str = ""  # why it exited or is stuck for good, e.g. "OOMKilled", "ImagePullBackOff"
 
 
 class SandboxDriver(Protocol):

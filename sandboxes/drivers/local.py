@@ -58,6 +58,7 @@ from ..runner_client import RunnerClient, RunnerError
 from . import cgroups, local_jail
 from .base import (
     LABEL_SANDBOX,
+    SANDBOX_ENV,
     DriverError,
     DriverUnavailable,
     Endpoints,
@@ -81,8 +82,6 @@ SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BWRAP_MISSING = (
     "bubblewrap (bwrap) is not installed: apt-get install bubblewrap; see README → Requirements"
 )
-# Bind-mount SOURCE TARGET pairs (up to "--") in this private mount namespace, then exec "$@".
-STAGE = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; shift; exec "$@"'
 # Start "$@" detached (after joining the cgroups given first) and print its pid.
 LAUNCH = (
     'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 1; shift; n=$((n - 1)); done; '
@@ -128,7 +127,7 @@ class LocalDriver:
     @staticmethod
     def sandbox_env() -> dict[str, str]:
         """Proxy and CA variables the harness env (the runner's ``/start``) must carry."""
-        return dict(local_jail.SANDBOX_ENV)
+        return dict(SANDBOX_ENV)
 
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         """Start the jail, its vault sidecar and relay; idempotent on ``spec.sandbox_id``."""
@@ -361,7 +360,7 @@ class LocalDriver:
                 )
                 jail_pid = _spawn(
                     [
-                        *_staging(stage, directory / "stage"),
+                        *local_jail.staging_argv(stage, directory / "stage"),
                         *("prlimit", *limits, "--"),
                         *self._as_uid(uid),
                         *argv,
@@ -421,7 +420,7 @@ class LocalDriver:
         command, command_env = local_jail.sidecar_command(runtime, *args)
         argv = local_jail.sidecar_bwrap_argv(runtime=runtime, state_dir=vault, command=command)
         return _spawn(
-            [*_staging(stage, directory / "vault-stage"), *self._as_uid(uid), *argv],
+            [*local_jail.staging_argv(stage, directory / "vault-stage"), *self._as_uid(uid), *argv],
             env={"PATH": "/usr/bin:/bin", "HOME": str(vault), **command_env},
             log=directory / "vault.log",
             cgroup_procs=[],
@@ -517,17 +516,6 @@ def _spawn(
     if done.returncode != 0 or not done.stdout.strip().isdigit():
         raise DriverError(f"cannot start {argv[0]}: {_tail(log)}", retryable=True)
     return int(done.stdout)
-
-
-def _staging(sources: list[str], stage: Path) -> list[str]:
-    """The launcher prefix that bind-mounts ``sources`` to ``stage/<n>`` (nothing if none)."""
-    if not sources:
-        return []
-    mounts = [arg for n, source in enumerate(sources) for arg in (source, str(stage / str(n)))]
-    return [
-        *("unshare", "--mount", "--propagation", "private", "--"),
-        *("/bin/sh", "-c", STAGE, "lap-stage", *mounts, "--"),
-    ]
 
 
 def _private(path: Path) -> Path:

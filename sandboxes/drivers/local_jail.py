@@ -33,6 +33,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .base import PROXY_ADDRESS, SANDBOX_ENV
+from .base import TRUST_BUNDLE_PATH as JAIL_CA_BUNDLE
+
 JAIL_LIB = "/opt/lap/lib"
 SIDECAR_LIB = "/opt/lap/lib"
 SIDECAR_SITE = "/opt/lap/site-packages"
@@ -42,8 +45,6 @@ JAIL_TMP = "/tmp"  # noqa: S108 - the jail's own /tmp, a private bind
 JAIL_SHM = "/dev/shm"  # noqa: S108 - the jail's own tmpfs
 RUNNER_SOCKET = "runner.sock"
 PROXY_SOCKET = "proxy.sock"
-PROXY_ADDRESS = "127.0.0.1:3128"
-JAIL_CA_BUNDLE = "/etc/lap/ca-bundle.pem"
 CA_BUNDLE = "ca-bundle.pem"  # in the sandbox's etc/
 RUNNER_LIBRARIES = ("pyte", "wcwidth", "websockets")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -66,23 +67,8 @@ HOST_ETC = (
     "timezone",
 )
 SANDBOX_USER = "lap"
-
-# What the harness needs to reach the outside through the proxy (merge into the /start env).
-SANDBOX_ENV = {
-    "HTTPS_PROXY": f"http://{PROXY_ADDRESS}",
-    "https_proxy": f"http://{PROXY_ADDRESS}",
-    "HTTP_PROXY": f"http://{PROXY_ADDRESS}",
-    "http_proxy": f"http://{PROXY_ADDRESS}",
-    "NO_PROXY": "localhost,127.0.0.1",
-    "no_proxy": "localhost,127.0.0.1",
-    "NODE_USE_ENV_PROXY": "1",
-    # The vault's CA: the root the sidecar's per-sandbox intermediate chains to.
-    "SSL_CERT_FILE": JAIL_CA_BUNDLE,
-    "REQUESTS_CA_BUNDLE": JAIL_CA_BUNDLE,
-    "CURL_CA_BUNDLE": JAIL_CA_BUNDLE,
-    "GIT_SSL_CAINFO": JAIL_CA_BUNDLE,
-    "NODE_EXTRA_CA_CERTS": JAIL_CA_BUNDLE,
-}
+# Bind-mount SOURCE TARGET pairs (up to "--") in this private mount namespace, then exec "$@".
+STAGE = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; shift; exec "$@"'
 
 
 @dataclass(frozen=True)
@@ -180,7 +166,7 @@ def sidecar_command(runtime: Runtime, *args: str) -> tuple[list[str], dict[str, 
     return [runtime.python, "-s", "-B", "-m", "sidecar", *args], env
 
 
-def _merged_usr_binds() -> list[str]:
+def merged_usr_binds() -> list[str]:
     """``/bin``, ``/lib``… as the host has them: symlinks into ``/usr`` or read-only dirs."""
     argv: list[str] = []
     for name in MERGED_USR:
@@ -190,6 +176,22 @@ def _merged_usr_binds() -> list[str]:
         elif host.is_dir():
             argv += ["--ro-bind", str(host), f"/{name}"]
     return argv
+
+
+def staging_argv(sources: list[str], stage: Path) -> list[str]:
+    """The launcher prefix that bind-mounts ``sources`` to ``stage/<n>`` (nothing if none).
+
+    Run as root before dropping to a sandbox uid: the binds live in a private mount
+    namespace, so the unprivileged ``bwrap`` after it can read sources whose host path that
+    uid may not traverse (see ``Runtime.staged``).
+    """
+    if not sources:
+        return []
+    mounts = [arg for n, source in enumerate(sources) for arg in (source, str(stage / str(n)))]
+    return [
+        *("unshare", "--mount", "--propagation", "private", "--"),
+        *("/bin/sh", "-c", STAGE, "lap-stage", *mounts, "--"),
+    ]
 
 
 def unreadable_by_others(path: str) -> str | None:
@@ -279,7 +281,7 @@ def bwrap_argv(
         "/usr",
         "/usr",
     ]
-    argv += _merged_usr_binds()
+    argv += merged_usr_binds()
     for name in HOST_ETC:
         if os.path.exists(f"/etc/{name}"):
             argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
@@ -341,7 +343,7 @@ def sidecar_bwrap_argv(*, runtime: Runtime, state_dir: Path, command: list[str])
         "/usr",
         "/usr",
     ]
-    argv += _merged_usr_binds()
+    argv += merged_usr_binds()
     # /tmp first: the runtime or the state dir may live below it.
     argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", JAIL_TMP]
     for source, dest in runtime.binds:

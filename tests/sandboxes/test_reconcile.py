@@ -45,6 +45,24 @@ def test_stuck_session_with_a_sandbox_gets_it_destroyed(session, fake_driver, se
     assert not fake_driver.sandboxes
 
 
+def test_creating_session_whose_sandbox_is_stuck_pending_fails_with_the_reason(
+    session, fake_driver
+):
+    services.session_bring_up(session.id)  # then put it back to look mid bring-up
+    Session.objects.filter(pk=session.pk).update(
+        status=Session.Status.CREATING, phase=Session.Phase.STARTING_VAULT
+    )
+    sandbox = fake_driver.sandboxes[sandbox_id(session)]
+    sandbox.state, sandbox.reason = "pending", ""  # still coming up: left alone
+    assert services.reconcile() == {}
+    sandbox.reason = 'runner: ImagePullBackOff: Back-off pulling image "lap/harness-shell:x"'
+    assert services.reconcile() == {"stuck": 1}
+    session.refresh_from_db()
+    assert session.status == Session.Status.FAILED
+    assert session.failure_reason == sandbox.reason
+    assert not fake_driver.sandboxes
+
+
 def test_ready_session_whose_sandbox_exited_is_dead_with_reason(ready_session, fake_driver):
     fake_driver.exit(sandbox_id(ready_session), "OOMKilled")
     assert services.reconcile()["vanished"] == 1

@@ -7,6 +7,8 @@ LAP supports (1.29: native sidecars on by default) and the kind node's (1.37).
 
 from __future__ import annotations
 
+import re
+
 import kubernetes_validate
 import pytest
 import yaml
@@ -17,6 +19,7 @@ from tests.deploy.manifests import (
     OVERLAYS,
     PLATFORM_NAMESPACE,
     RENDERED,
+    ROOT,
     SANDBOX_NAMESPACE,
     config,
     containers,
@@ -31,13 +34,37 @@ KUBERNETES_VERSIONS = ("1.29", "1.37")
 CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
 # What the Kubernetes driver needs in the sandbox namespace, and nothing more
 # (deploy/README.md, RBAC).
-SANDBOX_ROLE = {
-    ("", "pods"): {"create", "delete", "get", "list", "watch"},
-    ("", "pods/log"): {"get"},
-    ("", "secrets"): {"create", "delete"},
-    ("networking.k8s.io", "networkpolicies"): {"create", "get", "patch"},
-    ("", "events"): {"get", "list", "watch"},
+DRIVER = ROOT / "sandboxes" / "drivers" / "kubernetes.py"
+VERBS = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch"}
+VERBS["replace"] = "update"
+RESOURCES = {
+    "pod": ("", "pods"),
+    "secret": ("", "secrets"),
+    "config_map": ("", "configmaps"),
+    "event": ("", "events"),
+    "network_policy": ("networking.k8s.io", "networkpolicies"),
 }
+
+
+def driver_needs() -> dict[tuple[str, str], set[str]]:
+    """(API group, resource) → verbs, from the Kubernetes API calls the driver's code makes: a
+    watch is a list call handed to ``watch.Watch().stream``."""
+    source = DRIVER.read_text()
+    needs: dict[tuple[str, str], set[str]] = {}
+    for verb, kind in re.findall(
+        r"\.(create|read|list|delete|patch|replace)_namespaced_(\w+)", source
+    ):
+        needs.setdefault(RESOURCES[kind], set()).add(VERBS[verb])
+    for kind in re.findall(r"\.stream\(\s*self\.\w+\.list_namespaced_(\w+)", source):
+        needs[RESOURCES[kind]].add("watch")
+    return needs
+
+
+def test_the_driver_needs_are_read_from_its_code():
+    """Guards the Role test below: the parse finds the calls it must."""
+    needs = driver_needs()
+    assert {"create", "get", "list", "watch", "delete"} <= needs[("", "pods")]
+    assert "create" in needs[("", "secrets")]
 
 
 def test_the_validator_rejects_what_kubernetes_would():
@@ -165,7 +192,7 @@ def test_the_sandbox_role_grants_exactly_the_least_verbs(path):
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 granted.setdefault((group, resource), set()).update(rule["verbs"])
-    assert granted == SANDBOX_ROLE
+    assert granted == driver_needs()
     (binding,) = of_kind(docs, "RoleBinding")
     assert binding["metadata"]["namespace"] == SANDBOX_NAMESPACE
     assert binding["roleRef"] == {

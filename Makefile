@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1su
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench system-deps venv clean
+.PHONY: run test lint bench system-deps venv clean harnesses
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 
 system-deps:
 	@scripts/install-system-deps
+
+## The harness CLIs (claude, codex, opencode) and the Agent SDK, into LAP_TOOLS_DIR (./.lap-tools)
+harnesses:
+	@scripts/install-harnesses
 
 ## Start the platform on the embedded default (SQLite, local sandboxes) at http://$(HOST):$(PORT)
 run: system-deps venv

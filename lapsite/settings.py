@@ -173,6 +173,8 @@ LAP_POOL_MAX_AGE = env.int("LAP_POOL_MAX_AGE", default=60 * 60)  # seconds
 # A PEM bundle the vault sidecars trust for upstream TLS besides the system CAs (tests: a
 # trustme CA for local HTTPS servers). Verification of upstreams is always on.
 LAP_VAULT_UPSTREAM_CA = env.str("LAP_VAULT_UPSTREAM_CA", default="")
+# The harness tools directory (`make harnesses`), bound read-only into local sandboxes.
+LAP_TOOLS_DIR = env.str("LAP_TOOLS_DIR", default=str(BASE_DIR / ".lap-tools"))
 LITELLM_API_BASE = env.str("LITELLM_API_BASE", default="")
 LITELLM_API_KEY = env.str("LITELLM_API_KEY", default="")
 

@@ -32,7 +32,11 @@ _override: tuple[SandboxDriver, RunnerClientFactory | None] | None = None
 
 def _driver_options(name: str) -> dict[str, Any]:
     if name == "local":
-        return {"home": settings.LAP_HOME, "upstream_ca": settings.LAP_VAULT_UPSTREAM_CA or None}
+        return {
+            "home": settings.LAP_HOME,
+            "upstream_ca": settings.LAP_VAULT_UPSTREAM_CA or None,
+            "tools": settings.LAP_TOOLS_DIR or None,
+        }
     return {}
 
 
@@ -70,7 +74,7 @@ def use_driver(
 
 def _forget(*, setting: str, **kwargs: Any) -> None:
     global _loaded
-    if setting in ("LAP_SANDBOX_DRIVER", "LAP_HOME", "LAP_VAULT_UPSTREAM_CA"):
+    if setting in ("LAP_SANDBOX_DRIVER", "LAP_HOME", "LAP_VAULT_UPSTREAM_CA", "LAP_TOOLS_DIR"):
         _loaded = None
 
 

@@ -12,24 +12,45 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Harness:
+    """One harness. ``requires``: programs that must be on the sandbox's PATH (the session
+    fails naming ``make harnesses`` otherwise); ``setup``: the dotted path of its setup hook
+    (``sandboxes.harness_setup``: the env and files it needs), empty for none."""
+
     id: str
     title: str
     supports_tui: bool
     argv: tuple[str, ...]  # what the runner starts (``POST /start``)
     needs_llm: bool = True
+    requires: tuple[str, ...] = ()
+    setup: str = ""
 
 
 HARNESSES: dict[str, Harness] = {
     harness.id: harness
     for harness in (
         Harness("shell", "Shell (bash)", supports_tui=True, argv=("bash", "-l"), needs_llm=False),
-        Harness("claude-code", "Claude Code", supports_tui=True, argv=("claude",)),
-        Harness("codex", "Codex", supports_tui=True, argv=("codex",)),
+        Harness(
+            "claude-code",
+            "Claude Code",
+            supports_tui=True,
+            argv=("claude",),
+            requires=("claude",),
+            setup="sandboxes.harness_setup.claude_code",
+        ),
+        Harness(
+            "codex",
+            "Codex",
+            supports_tui=True,
+            argv=("codex",),
+            requires=("codex",),
+            setup="sandboxes.harness_setup.codex",
+        ),
         Harness(
             "opencode",
             "opencode",
             supports_tui=False,
             argv=("opencode", "serve", "--hostname", "127.0.0.1", "--port", "4096"),
+            requires=("opencode",),
         ),
         Harness(
             "claude-agent-sdk",

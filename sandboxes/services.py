@@ -44,10 +44,17 @@ from sandboxes.drivers.base import (
     SandboxHandle,
     SandboxSpec,
 )
+from sandboxes.harness_setup import HarnessContext, harness_setup
 from sandboxes.models import Sandbox, Session, SessionMessage
 from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
 from sandboxes.runner_client import RunnerError
+from sandboxes.sandbox_prepare import (
+    HarnessSetupFailed,
+    redact_url,
+    repo_clone,
+    sandbox_prepare,
+)
 from vault import crypto
 from vault.services import (
     vault_check,
@@ -63,6 +70,7 @@ logger = logging.getLogger(__name__)
 LIVE = Session.LIVE
 TTY_SALT = "lap.tty"
 RUNNER_CWD = "/work"
+REPO_DIR = "/work/repo"
 TERMINAL_SIZE = (120, 40)  # cols, rows until the first client resizes
 API_HARNESS_PORT = "4096"
 # Terminal keystrokes touch the session constantly; one write per interval is enough.
@@ -257,17 +265,39 @@ def _sandbox_boot(
     return endpoints
 
 
-def _harness_start(driver: SandboxDriver, sandbox: Sandbox, session: Session, stubs: dict) -> None:
-    """Start the session's harness under the sandbox's runner (``/start``); ``RunnerError``."""
+def _harness_start(driver: SandboxDriver, sandbox: Sandbox, session: Session, stubs: dict) -> bool:
+    """Make the sandbox ready for the session's harness and start it under the runner.
+
+    Phase ``cloning_repo`` when the agent has a repository (the harness's files and the git
+    credential helper first, then the clone through the vault), then ``starting_harness``
+    (the files and the tools check when there was no clone, then ``/start`` with the stub
+    env, in the clone when there is one). False when the session left ``creating``
+    meanwhile; raises ``RunnerError`` and ``HarnessSetupFailed``.
+    """
     harness = harness_get(session.harness_id)
     assert harness is not None  # checked by the callers
+    agent = session.agent
     cols, rows = TERMINAL_SIZE
     env = {**driver.sandbox_env(), **_harness_env(session, stubs)}
+    workdir = REPO_DIR if agent.repo_url else RUNNER_CWD
+    context = HarnessContext(harness, agent.model, agent.prompt, workdir, env)
+    setup = harness_setup(context)
+    env.update(setup.env)
     client = runner_client(sandbox.runner_url, crypto.decrypt(sandbox.runner_token))
     try:
-        client.start(argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows)
+        if agent.repo_url:
+            if not _set_phase(session, Session.Phase.CLONING_REPO, redact_url(agent.repo_url)):
+                return False
+            sandbox_prepare(client, harness=harness, env=env, files=setup.files)
+            repo_clone(client, env=env, url=agent.repo_url, branch=agent.branch)
+        if not _set_phase(session, Session.Phase.STARTING_HARNESS, " ".join(harness.argv)):
+            return False
+        if not agent.repo_url and (harness.requires or setup.files):
+            sandbox_prepare(client, harness=harness, env=env, files=setup.files)
+        client.start(argv=list(harness.argv), env=env, cwd=workdir, cols=cols, rows=rows)
     finally:
         client.close()
+    return True
 
 
 def _mark_ready(driver: SandboxDriver, session: Session, sandbox: Sandbox) -> bool:
@@ -365,12 +395,12 @@ def session_claim_warm(session: Session) -> bool:
         # One attempt: a warm sidecar that does not answer is broken, and a cold start
         # is quicker than the push's back-off.
         vault_push(sandbox, attempts=1)
-        harness = harness_get(session.harness_id)
-        detail = " ".join(harness.argv) if harness else ""
-        if not _set_phase(session, Session.Phase.STARTING_HARNESS, detail):
+        if not _harness_start(driver, sandbox, session, stubs):
             _sandbox_destroy(driver, sandbox)
             return True
-        _harness_start(driver, sandbox, session, stubs)
+    except HarnessSetupFailed as error:  # the session's own set-up, not a broken sandbox
+        session_fail(session, error.message)
+        return True
     except (LapError, RunnerError, DriverError) as error:
         reason = error.message if isinstance(error, LapError) else str(error)
         logger.warning(
@@ -431,15 +461,17 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
             _sandbox_destroy(driver, sandbox)
             return
         vault_push(sandbox)
-        if not _set_phase(session, Session.Phase.STARTING_HARNESS, " ".join(harness.argv)):
+        if not _harness_start(driver, sandbox, session, stubs):
             _sandbox_destroy(driver, sandbox)
             return
-        _harness_start(driver, sandbox, session, stubs)
     except DriverError as error:
         session_fail(session, str(error) or type(error).__name__)
         return
     except RunnerError as error:
         session_fail(session, f"starting the harness failed: {error}")
+        return
+    except HarnessSetupFailed as error:
+        session_fail(session, error.message)
         return
     except LapError as error:  # from vault_push: the sidecar is unreachable or refused
         session_fail(session, f"pushing secrets to the vault failed: {error.message}")

@@ -5,7 +5,9 @@
 raise ``DriverError``), ``before`` (run a callback at the start of an
 operation, e.g. to stop a session mid-bring-up), ``exit`` and ``vanish``.
 Runner failures are ``RunnerError`` as with the real client: ``fail_runner``
-makes ``/start`` answer with one. Each sandbox's vault is the sidecar's own ``Vault``
+makes ``/start`` answer with one. ``/exec`` commands are recorded on the sandbox
+(``execs``) and exit 0 unless ``exec_handler(argv, env)`` answers ``(code, stdout, stderr)``
+(``None``: the default). Each sandbox's vault is the sidecar's own ``Vault``
 (``sidecar.control``, no mitmproxy), so pushes are unsealed and version-checked for real;
 ``FakeSidecarClient`` speaks for it at ``fake-vault://<sandbox id>``.
 """
@@ -13,7 +15,7 @@ makes ``/start`` answer with one. Each sandbox's vault is the sidecar's own ``Va
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,7 @@ class FakeSandbox:
     state: str = "running"
     reason: str = ""
     started: dict[str, Any] | None = None  # the body of the runner's /start
+    execs: list[dict[str, Any]] = field(default_factory=list)  # bodies of the runner's /exec
     vault: Vault | None = None
 
     @property
@@ -50,6 +53,7 @@ class FakeDriver:
     destroyed: list[str] = field(default_factory=list)
     failures: dict[str, DriverError] = field(default_factory=dict)
     hooks: dict[str, Callable[[], None]] = field(default_factory=dict)
+    exec_handler: Callable[[list[str], dict[str, str]], tuple[int, str, str] | None] | None = None
 
     def fail(self, operation: str, message: str, *, retryable: bool = False) -> None:
         self.failures[operation] = DriverError(message, retryable=retryable)
@@ -189,6 +193,26 @@ class FakeRunnerClient:
             raise RunnerError("already started", status=409)
         self.sandbox.started = {"argv": argv, "env": env, "cwd": cwd, "cols": cols, "rows": rows}
         return {"pid": 4242}
+
+    def exec(
+        self,
+        argv: list[str],
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        self.driver._enter("exec")
+        env = dict(
+            self.sandbox.started["env"] if env is None and self.sandbox.started else env or {}
+        )
+        self.sandbox.execs.append({"argv": argv, "env": env, "cwd": cwd, "timeout": timeout})
+        handler = self.driver.exec_handler
+        code, out, err = (handler(argv, env) if handler else None) or (0, "", "")
+        if out:
+            yield {"stream": "stdout", "data": out}
+        if err:
+            yield {"stream": "stderr", "data": err}
+        yield {"exit_code": code}
 
     def recording(self) -> bytes | None:
         """A one-line asciicast once the harness started (the real runner records the PTY)."""

@@ -5,9 +5,10 @@ Each harness names its hook in the registry (``Harness.setup``, a dotted path); 
 the sandbox's layout, the platform's variables and the **stubs**, never a secret value) and
 returns a ``HarnessSetup``. ``harness_setup`` adds what every harness gets:
 
-- the LLM gateway (``LITELLM_API_BASE``) is never in ``NO_PROXY``: its key is a stub, so a
-  request that bypassed the vault could not authenticate. (A gateway on the platform host's
-  loopback is reached through the vault too: the sandbox's loopback is its own.)
+- the LLM gateway (``LITELLM_API_BASE``) and the agent's repository (``REPO_URL``) are never
+  in ``NO_PROXY``: their credentials are stubs, so a request that bypassed the vault could not
+  authenticate. (A host on the platform's loopback is reached through the vault too: the
+  sandbox's loopback is its own.)
 - a git credential helper in ``~/.gitconfig`` answering with the stub of ``GIT_TOKEN``,
   ``GITHUB_TOKEN`` or ``GH_TOKEN`` (read from the env at use, never written down), which
   the vault swaps for the real token on the wire — for the bring-up clone and later pushes.
@@ -73,21 +74,22 @@ def harness_setup(context: HarnessContext) -> HarnessSetup:
     """The harness's own hook plus what every harness gets (see the module docstring)."""
     hook = context.harness.setup
     own = import_string(hook)(context) if hook else HarnessSetup()
-    env = {**_gateway_via_vault(context), **own.env}
+    env = {**_through_the_vault(context), **own.env}
     files = own.files
     if any(context.env.get(name) for name in GIT_TOKENS):
         files += (_file(".gitconfig", f'[credential]\n\thelper = "{GIT_CREDENTIAL_HELPER}"\n'),)
     return HarnessSetup(env, files)
 
 
-def _gateway_via_vault(context: HarnessContext) -> dict[str, str]:
-    host = urlsplit(context.llm_base).hostname if context.llm_base else None
-    changed = {}
-    for name in ("NO_PROXY", "no_proxy"):
-        if host and name in context.env:
-            kept = [h for h in context.env[name].split(",") if h.strip().lower() != host.lower()]
-            changed[name] = ",".join(kept)
-    return changed
+def _through_the_vault(context: HarnessContext) -> dict[str, str]:
+    """``NO_PROXY``/``no_proxy`` without the gateway's and the repository's hosts."""
+    urls = (context.llm_base, context.env.get("REPO_URL", ""))
+    hosts = {(urlsplit(url).hostname or "").lower() for url in urls if url} - {""}
+    return {
+        name: ",".join(h for h in context.env[name].split(",") if h.strip().lower() not in hosts)
+        for name in ("NO_PROXY", "no_proxy")
+        if hosts and name in context.env
+    }
 
 
 def _file(relative: str, content: str, mode: int = 0o600) -> HarnessFile:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +14,8 @@ from agents.harnesses import harness_get
 from agents.services import agent_create
 from pool.models import PoolTarget
 from pool.services import pool_top_up
-from sandboxes import services
+from sandboxes import registry, services
+from sandboxes.drivers.local import LocalDriver
 from sandboxes.harness_setup import HarnessContext, harness_setup
 from sandboxes.models import Sandbox, Session
 from tests.conftest import SECRET
@@ -98,7 +102,7 @@ def test_codex_config_names_the_gateway_model_and_trusted_workdir(user, fake_dri
     assert files["/work/.codex/AGENTS.md"][1] == "P"
 
 
-def test_the_gateway_host_is_never_bypassing_the_vault():
+def test_the_gateway_and_repo_hosts_never_bypass_the_vault():
     context = HarnessContext(
         harness_get("codex"), "m", "", "/work", {**SANDBOX_ENV, "LITELLM_API_BASE": GATEWAY}
     )
@@ -106,6 +110,9 @@ def test_the_gateway_host_is_never_bypassing_the_vault():
     loopback = {**SANDBOX_ENV, "LITELLM_API_BASE": "https://127.0.0.1:4000"}
     context = HarnessContext(harness_get("shell"), "m", "", "/work", loopback)
     assert harness_setup(context).env["NO_PROXY"] == "localhost,llm.example.com"
+    repo = {**SANDBOX_ENV, "REPO_URL": "https://localhost:8443/x.git"}
+    context = HarnessContext(harness_get("shell"), "m", "", "/work", repo)
+    assert harness_setup(context).env["NO_PROXY"] == "127.0.0.1,llm.example.com"
 
 
 def test_an_agents_own_anthropic_key_is_kept(user, fake_driver):
@@ -187,3 +194,26 @@ def test_a_warm_claim_prepares_the_harness_too(user, fake_driver):
     assert Sandbox.objects.get(session=session).pool_state == "claimed"
     assert "/work/.claude.json" in written(sandbox)
     assert sandbox.started["env"]["ANTHROPIC_BASE_URL"] == GATEWAY
+
+
+@pytest.mark.bwrap
+def test_a_real_sandbox_without_the_tools_fails_the_session_naming_make_harnesses(user):
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    base = Path(tempfile.mkdtemp(prefix="lap-", dir="/tmp"))
+    base.chmod(0o711)
+    (base / "tools").mkdir()  # a tools directory without the CLIs
+    try:
+        with registry.use_driver(LocalDriver(base / "home", tools=base / "tools")):
+            agent = agent_create(user=user, name="no-tools", harness_id="codex", model="m")
+            session = services.session_create(agent=agent, user=user)
+            services.session_bring_up(session.id)
+            session.refresh_from_db()
+            assert session.status == Session.Status.FAILED
+            assert session.failure_reason.startswith(
+                "the codex harness is not installed in this sandbox ('codex' is not on its PATH)"
+            )
+            assert "make harnesses" in session.failure_reason
+            assert LocalDriver(base / "home").list() == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

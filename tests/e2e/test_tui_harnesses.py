@@ -32,6 +32,12 @@ REAL_KEY = "sk-litellm-real-" + secrets.token_hex(16)
 REAL_GITHUB_TOKEN = "ghp_real_" + secrets.token_hex(16)
 STUB_KEY = re.compile(r"lap_stub_LITELLM_API_KEY_[0-9a-f]{32}")
 COLS, ROWS = 120, 40
+NON_STREAMING = (
+    'curl -sS -m 30 "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY" '
+    "-H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' "
+    """-d '{"model": "claude-sonnet-4-5", "max_tokens": 64, """
+    """"messages": [{"role": "user", "content": "hi"}]}'"""
+)
 # Every environment of every process in the sandbox, one variable per line.
 ALL_ENVIRONS = "for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ; done 2>/dev/null"
 
@@ -164,6 +170,14 @@ async def test_claude_code_streams_a_tool_turn_through_the_vault(platform, gatew
     # The vault swapped the stub for the real key on every model request.
     assert {r.credential for r in new_requests(gateway, since, ANTHROPIC)} == {REAL_KEY}
     assert_only_stubs_inside(platform, session["id"], "ANTHROPIC_API_KEY=")
+    # A non-streaming Messages call from the sandbox with the harness's env takes the same way.
+    since = len(gateway.requests)
+    status, events = run(platform, session["id"], {"argv": ["sh", "-c", NON_STREAMING]})
+    reply = json.loads("".join(e.get("data", "") for e in events))
+    assert status == 200 and events[-1] == {"exit_code": 0}
+    assert reply["type"] == "message" and reply["content"][0]["type"] == "text"
+    (request,) = new_requests(gateway, since, ANTHROPIC)
+    assert request.credential == REAL_KEY and "stream" not in request.json
     platform.api("DELETE", f"/sessions/{session['id']}")
 
 

@@ -13,15 +13,15 @@ returns a ``HarnessSetup``. ``harness_setup`` adds what every harness gets:
   ``GITHUB_TOKEN`` or ``GH_TOKEN`` (read from the env at use, never written down), which
   the vault swaps for the real token on the wire — for the bring-up clone and later pushes.
 
-The hooks here are the TUI harnesses': ``claude_code`` and ``codex``. Both run with their own
-permission prompts off: the sandbox is the boundary.
+Hooks: ``claude_code`` and ``codex`` (TUI), ``claude_agent_sdk`` and ``opencode`` (API). All
+run with the harness's own permission prompts off: the sandbox is the boundary.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from django.utils.module_loading import import_string
@@ -171,3 +171,38 @@ def codex(context: HarnessContext) -> HarnessSetup:
 def _toml(value: str) -> str:
     """A TOML basic string (JSON's escapes are TOML's)."""
     return json.dumps(value)
+
+
+def claude_agent_sdk(context: HarnessContext) -> HarnessSetup:
+    """The Agent SDK drives the same CLI: Claude Code's env and settings; the SDK worker adds
+    the agent prompt to the system prompt itself (``AGENT_PROMPT``), so no ``CLAUDE.md``."""
+    return claude_code(replace(context, prompt=""))
+
+
+def opencode(context: HarnessContext) -> HarnessSetup:
+    """opencode: ``~/.config/opencode/opencode.json`` with the gateway as provider ``litellm``
+    (its bundled ``@ai-sdk/anthropic`` at ``<gateway>/v1``, the key read from the env: the
+    stub), the model, tools allowed, no update checks or model-list fetches; the agent prompt
+    is ``~/.config/opencode/AGENTS.md``."""
+    env = {"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1"}
+    config: dict[str, object] = {
+        "autoupdate": False,
+        "share": "disabled",
+        "permission": {"edit": "allow", "bash": "allow", "webfetch": "allow"},
+    }
+    if context.llm_base:
+        api = context.llm_base if context.llm_base.endswith("/v1") else context.llm_base + "/v1"
+        options = {"baseURL": api, "apiKey": "{env:LITELLM_API_KEY}"}
+        provider: dict[str, object] = {
+            "npm": "@ai-sdk/anthropic",
+            "name": "LAP LLM gateway",
+            "options": options,
+        }
+        if context.model:
+            provider["models"] = {context.model: {"name": context.model}}
+            config["model"] = f"litellm/{context.model}"
+        config["provider"] = {"litellm": provider}
+    files = [_file(".config/opencode/opencode.json", json.dumps(config, indent=2))]
+    if context.prompt:
+        files.append(_file(".config/opencode/AGENTS.md", context.prompt, 0o644))
+    return HarnessSetup(env, tuple(files))

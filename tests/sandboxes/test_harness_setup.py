@@ -16,7 +16,7 @@ from pool.models import PoolTarget
 from pool.services import pool_top_up
 from sandboxes import registry, services
 from sandboxes.drivers.local import LocalDriver
-from sandboxes.harness_setup import HarnessContext, harness_setup
+from sandboxes.harness_setup import HarnessContext, claude_agent_sdk, harness_setup, opencode
 from sandboxes.models import Sandbox, Session
 from tests.conftest import SECRET
 
@@ -217,3 +217,20 @@ def test_a_real_sandbox_without_the_tools_fails_the_session_naming_make_harnesse
             assert LocalDriver(base / "home").list() == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_api_harness_hooks_point_their_clis_at_the_gateway():
+    env = {**SANDBOX_ENV, "LITELLM_API_BASE": GATEWAY, "LITELLM_API_KEY": "lap_stub_x"}
+    sdk = harness_setup(HarnessContext(harness_get("shell"), "claude-x", "P", "/work", env))
+    assert "ANTHROPIC_BASE_URL" not in sdk.env  # the shell has no hook
+    sdk = claude_agent_sdk(HarnessContext(harness_get("claude-agent-sdk"), "m", "P", "/work", env))
+    assert (sdk.env["ANTHROPIC_BASE_URL"], sdk.env["ANTHROPIC_API_KEY"]) == (GATEWAY, "lap_stub_x")
+    assert "/work/.claude/CLAUDE.md" not in {f.path for f in sdk.files}
+    setup = opencode(HarnessContext(harness_get("opencode"), "claude-x", "P", "/work", env))
+    files = {f.path: f.content for f in setup.files}
+    config = json.loads(files["/work/.config/opencode/opencode.json"])
+    provider = config["provider"]["litellm"]
+    assert provider["options"] == {"baseURL": GATEWAY + "/v1", "apiKey": "{env:LITELLM_API_KEY}"}
+    assert config["model"] == "litellm/claude-x" and "claude-x" in provider["models"]
+    assert files["/work/.config/opencode/AGENTS.md"] == "P"
+    assert "lap_stub_x" not in json.dumps(config)  # read from the env at run time

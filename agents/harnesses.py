@@ -1,8 +1,9 @@
 """The harness registry: which agent programs a sandbox can run, and how.
 
 A TUI harness runs under the runner's PTY and people attach to it with a
-terminal (``lap``, the browser). An API harness serves an HTTP API inside the
-sandbox that the platform drives turn by turn.
+terminal (``lap``, the browser). An API harness runs without a terminal: the
+runner drives it turn by turn (``POST /sessions/{id}/message``; see
+docs/runner-protocol.md, "API harnesses").
 """
 
 from __future__ import annotations
@@ -51,12 +52,15 @@ HARNESSES: dict[str, Harness] = {
             supports_tui=False,
             argv=("opencode", "serve", "--hostname", "127.0.0.1", "--port", "4096"),
             requires=("opencode",),
+            setup="sandboxes.harness_setup.opencode",
         ),
         Harness(
             "claude-agent-sdk",
             "Claude Agent SDK",
             supports_tui=False,
-            argv=("python3", "-m", "lap_sdk_harness", "--port", "4096"),
+            # The runner's SDK worker; the runner checks at /start that the SDK imports.
+            argv=("python3", "-m", "sandboxes.runner.sdk_worker"),
+            setup="sandboxes.harness_setup.claude_agent_sdk",
         ),
     )
 }

@@ -76,6 +76,9 @@ API_HARNESS_PORT = "4096"
 # Terminal keystrokes touch the session constantly; one write per interval is enough.
 TOUCH_INTERVAL = timedelta(seconds=15)
 POOL_CANDIDATES = 8  # warm rows read per claim round; a lost race moves to the next
+# A session's initial prompt runs as a task: as long as a turn may (conversation.TURN_TIMEOUT).
+FIRST_TURN_TIMEOUT = 30 * 60 + 60
+HISTORY_MAX_CHARS = 200_000  # of earlier text handed to a restarted sandbox (newest kept)
 # Recorded where claims run: in the API request (daphne, the process /metrics serves).
 POOL_CLAIMS = MetricCounter(
     "lap_pool_claims",
@@ -294,7 +297,10 @@ def _harness_start(driver: SandboxDriver, sandbox: Sandbox, session: Session, st
             return False
         if not agent.repo_url and (harness.requires or setup.files):
             sandbox_prepare(client, harness=harness, env=env, files=setup.files)
-        client.start(argv=list(harness.argv), env=env, cwd=workdir, cols=cols, rows=rows)
+        api: dict = {}
+        if not harness.supports_tui:  # turn by turn; after a restart, with the conversation
+            api = {"api": harness.id, "history": session_history(session)}
+        client.start(argv=list(harness.argv), env=env, cwd=workdir, cols=cols, rows=rows, **api)
     finally:
         client.close()
     return True
@@ -310,6 +316,13 @@ def _mark_ready(driver: SandboxDriver, session: Session, sandbox: Sandbox) -> bo
     )
     if not ready:  # stopped, failed or deleted while we worked
         _sandbox_destroy(driver, sandbox)
+    elif session.initial_prompt and not session.supports_tui:
+        session_id = str(session.id)
+        transaction.on_commit(
+            lambda: async_task(
+                "sandboxes.tasks.session_first_turn", session_id, timeout=FIRST_TURN_TIMEOUT
+            )
+        )
     return ready
 
 
@@ -617,6 +630,35 @@ def session_stop_all_for_agent(agent: Agent) -> int:
     return sum(session_stop(session) for session in sessions)
 
 
+def session_restart(session: Session) -> Session:
+    """Give the session a new sandbox, keeping its conversation; returns it ``creating``.
+
+    The old sandbox is destroyed (its files and processes are gone); the bring-up then runs
+    as for a new session, and an API harness gets the conversation so far as ``history``.
+    A ready, dead or failed session may be restarted; ``Conflict`` while it is creating. A
+    turn in flight ends with an error, and its user message is failed.
+    """
+    if not session.transition(
+        expected=(Session.Status.READY, Session.Status.DEAD, Session.Status.FAILED),
+        status=Session.Status.CREATING,
+        phase="",
+        phase_detail="",
+        failure_reason="",
+        stopped_at=None,
+        restarted_at=timezone.now(),
+        turn_started_at=None,
+    ):
+        raise Conflict("the session is still being brought up", code="not_ready")
+    for message in session.messages.filter(status=SessionMessage.Status.PENDING):
+        reason = {"name": "HarnessError", "data": {"message": "the session was restarted"}}
+        session_message_finish(message, status=SessionMessage.Status.FAILED, info={"error": reason})
+    _destroy_sandboxes(session)
+    session_id = session.id
+    transaction.on_commit(lambda: session_start(session_id))
+    session.refresh_from_db(fields=["status", "phase", "phase_detail", "last_seen_at"])
+    return session
+
+
 def session_touch(session_id: str | uuid.UUID) -> None:
     """Record activity on a ready session (keeps it from being reaped as idle)."""
     now = timezone.now()
@@ -653,6 +695,7 @@ def session_message_append(
     role: str,
     parts: list[dict],
     status: str = SessionMessage.Status.PENDING,
+    info: dict | None = None,
 ) -> SessionMessage:
     """Append a message with the next ``seq``; concurrent appends retry on a clash."""
     for _ in range(5):
@@ -665,6 +708,7 @@ def session_message_append(
                     role=role,
                     status=status,
                     parts=parts,
+                    info=info or {},
                     completed_at=None
                     if status == SessionMessage.Status.PENDING
                     else timezone.now(),
@@ -675,7 +719,11 @@ def session_message_append(
 
 
 def session_message_finish(
-    message: SessionMessage, *, status: str, parts: list[dict] | None = None
+    message: SessionMessage,
+    *,
+    status: str,
+    parts: list[dict] | None = None,
+    info: dict | None = None,
 ) -> bool:
     """Complete (or fail) a pending message once; a finished message is never rewritten."""
     if status == SessionMessage.Status.PENDING:
@@ -683,6 +731,8 @@ def session_message_finish(
     changes: dict[str, object] = {"status": status, "completed_at": timezone.now()}
     if parts is not None:
         changes["parts"] = parts
+    if info is not None:
+        changes["info"] = info
     won = (
         SessionMessage.objects.filter(pk=message.pk, status=SessionMessage.Status.PENDING).update(
             **changes
@@ -693,6 +743,26 @@ def session_message_finish(
         for field, value in changes.items():
             setattr(message, field, value)
     return won
+
+
+def session_history(session: Session) -> list[dict]:
+    """The completed messages' text, oldest first, for a new sandbox of the session (the
+    runner's ``history``): the newest that fit ``HISTORY_MAX_CHARS``."""
+    history: list[dict] = []
+    size = 0
+    completed = session.messages.filter(status=SessionMessage.Status.COMPLETE)
+    for message in completed.order_by("-seq"):
+        parts = [
+            {"type": "text", "text": part["text"]}
+            for part in message.parts
+            if part.get("type") == "text" and isinstance(part.get("text"), str)
+        ]
+        size += sum(len(part["text"]) for part in parts)
+        if size > HISTORY_MAX_CHARS:
+            break
+        if parts:
+            history.append({"role": message.role, "parts": parts})
+    return history[::-1]
 
 
 # --- reconcile -----------------------------------------------------------------------
@@ -769,9 +839,10 @@ def reconcile() -> dict[str, int]:
     now = timezone.now()
     counts: Counter[str] = Counter()
     creating_cutoff = now - timedelta(seconds=settings.LAP_CREATING_TIMEOUT)
-    for session in Session.objects.filter(
-        status=Session.Status.CREATING, created_at__lt=creating_cutoff
-    ):
+    creating = Session.objects.filter(status=Session.Status.CREATING).annotate(
+        since=Coalesce("restarted_at", "created_at")
+    )
+    for session in creating.filter(since__lt=creating_cutoff):
         where = f" in phase {session.phase}" if session.phase else ""
         reason = f"creating timed out after {settings.LAP_CREATING_TIMEOUT}s{where}"
         if session_fail(session, reason):

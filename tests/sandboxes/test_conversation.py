@@ -22,7 +22,7 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from agents.services import agent_create
-from sandboxes import services
+from sandboxes import conversation, services
 from sandboxes.models import Session, SessionMessage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -75,6 +75,16 @@ def log(session) -> list[tuple[str, str, str]]:
         (m.role, m.status, "".join(p.get("text", "") for p in m.parts))
         for m in SessionMessage.objects.filter(session=session).order_by("seq")
     ]
+
+
+@sync_to_async
+def alog(session) -> list[tuple[str, str, str]]:
+    """``log`` from async tests; the worker thread's connection is closed afterwards (else
+    Postgres cannot drop the test database)."""
+    try:
+        return log(session)
+    finally:
+        conversation.release_connections()
 
 
 async def sse_frames(response):
@@ -233,7 +243,7 @@ async def test_message_stream_sends_ready_events_then_done(async_client, api_ses
     deltas = "".join(e["properties"]["delta"] for e in events if e["type"] == "message.part.delta")
     assert deltas == "echo: stream me"
     assert frames[-1]["message"]["parts"][0]["text"] == "echo: stream me"
-    assert await sync_to_async(log)(api_session) == [
+    assert await alog(api_session) == [
         ("user", "complete", "stream me"),
         ("assistant", "complete", "echo: stream me"),
     ]
@@ -245,7 +255,7 @@ async def test_one_turn_at_a_time_and_abort_ends_it(async_client, api_session, h
     )
     frames = sse_frames(response)
     await until(frames, "harness_event")
-    assert await sync_to_async(log)(api_session) == [("user", "pending", "long story")]
+    assert await alog(api_session) == [("user", "pending", "long story")]
     busy = await async_client.post(
         url(api_session, "message"), {"text": "me too"}, content_type="application/json"
     )
@@ -254,7 +264,7 @@ async def test_one_turn_at_a_time_and_abort_ends_it(async_client, api_session, h
     assert aborted.json() == {"ok": True, "aborted": True}
     done = (await until(frames, "done"))[-1]
     assert done["message"]["info"]["error"]["name"] == "MessageAbortedError"
-    assert await sync_to_async(log)(api_session) == [
+    assert await alog(api_session) == [
         ("user", "complete", "long story"),
         ("assistant", "failed", "echo:"),
     ]
@@ -288,7 +298,7 @@ async def test_the_turn_goes_on_when_its_client_leaves(async_client, api_session
     await response.streaming_content.aclose()
     held.set()
     async with asyncio.timeout(10):
-        while await sync_to_async(log)(api_session) != [
+        while await alog(api_session) != [
             ("user", "complete", "bye"),
             ("assistant", "complete", "echo: bye"),
         ]:
@@ -307,7 +317,7 @@ async def test_a_sandbox_that_vanishes_mid_turn_fails_the_turn(
     fake_driver.vanish(sandbox_id)
     error = (await until(frames, "error"))[-1]
     assert error["message"].startswith("the sandbox is unreachable")
-    assert await sync_to_async(log)(api_session) == [("user", "failed", "hi")]
+    assert await alog(api_session) == [("user", "failed", "hi")]
 
 
 # --- restart and the first turn -----------------------------------------------------------

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings
 
 from sandboxes.runner_client import RunnerError
 from tests.fakellm import FakeGateway, Text, ToolCall, Turn
+from tests.harness_tools import require_cli
 from tests.live import free_port
 
 from .conftest import SHELL, SHELL_ENV, TOKEN
@@ -29,22 +29,12 @@ MODEL = "claude-sonnet-4-5"
 SDK_WORKER = [sys.executable, "-m", "sandboxes.runner.sdk_worker"]
 
 
-def tools_dir() -> Path:
-    return Path(settings.LAP_TOOLS_DIR)
-
-
 def need_sdk() -> Path:
-    python = tools_dir() / "python"
-    if not (python / "claude_agent_sdk" / "_bundled" / "claude").exists():
-        pytest.skip(f"claude-agent-sdk is not installed in {python}: run `make harnesses`")
-    return python
+    return require_cli("claude-agent-sdk") / "python"
 
 
 def need_opencode() -> Path:
-    opencode = tools_dir() / "node" / "node_modules" / ".bin" / "opencode"
-    if not opencode.exists():
-        pytest.skip(f"opencode is not installed in {tools_dir()}: run `make harnesses`")
-    return opencode
+    return require_cli("opencode") / "node" / "node_modules" / ".bin" / "opencode"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from sandboxes.runner_client import RunnerError
-from tests.fakellm import FakeGateway, Text, ToolCall, Turn
+from tests.fakellm import FakeGateway, Text, Thinking, ToolCall, Turn
 from tests.harness_tools import require_cli
 from tests.live import free_port
 
@@ -185,6 +185,22 @@ async def test_sdk_tool_use_runs_the_tool_in_the_working_directory(sdk_runner, g
     assert tool["state"]["output"].strip() == "made-by-the-tool"
     assert parts[-1] == {**parts[-1], "type": "text", "text": "The file is there."}
     assert (sdk_runner.directory / "home" / "made.txt").read_text() == "made-by-the-tool\n"
+
+
+async def test_sdk_thinking_becomes_a_reasoning_part(sdk_runner, gateway):
+    gateway.script(Turn([Thinking("Weighing the options."), Text("Option B.")]))
+    events, final = await run_turn(sdk_runner.client, "Which option?")
+    parts = final["message"]["parts"]
+    assert [(p["type"], p["text"]) for p in parts] == [
+        ("reasoning", "Weighing the options."),
+        ("text", "Option B."),
+    ]
+    streamed = [
+        e["properties"]["delta"]
+        for e in events
+        if e["type"] == "message.part.delta" and e["properties"]["partID"] == parts[0]["id"]
+    ]
+    assert "".join(streamed) == "Weighing the options."
 
 
 async def test_sdk_abort_ends_the_turn_and_the_next_turn_works(sdk_runner, gateway):

@@ -127,9 +127,7 @@ def turn_begin(session: Session, parts: list[dict[str, Any]]) -> Turn:
         if not claimed.filter(turn_started_at=previous).update(turn_started_at=now):
             raise Conflict("another turn claimed the session first", code="turn_in_flight")
     for stale in session.messages.filter(status=SessionMessage.Status.PENDING):
-        services.session_message_finish(
-            stale, status=SessionMessage.Status.FAILED, info=_error_info("the turn was lost")
-        )
+        services.session_message_fail(stale, "the turn was lost")
     message = services.session_message_append(session, role=SessionMessage.Role.USER, parts=parts)
     services.session_touch(session.id)
     return Turn(session.id, now, message.pk, parts, runner_url, token)
@@ -148,10 +146,6 @@ def _slot_is_stale(started: datetime, runner_url: str, token: str) -> bool:
         return False
     finally:
         client.close()
-
-
-def _error_info(message: str, name: str = "HarnessError") -> dict[str, Any]:
-    return {"error": {"name": name, "data": {"message": message}}}
 
 
 def _turn_finish(turn: Turn, final: dict[str, Any]) -> Frame:
@@ -175,11 +169,8 @@ def _turn_finish(turn: Turn, final: dict[str, Any]) -> Frame:
         )
         frame: Frame = {"type": "done", "message": message}
     else:
-        reason = final["error"]
-        services.session_message_finish(
-            user, status=SessionMessage.Status.FAILED, info=_error_info(reason)
-        )
-        frame = {"type": "error", "message": reason}
+        services.session_message_fail(user, final["error"])
+        frame = {"type": "error", "message": final["error"]}
     Session.objects.filter(pk=turn.session_id, turn_started_at=turn.started_at).update(
         turn_started_at=None
     )

@@ -650,8 +650,7 @@ def session_restart(session: Session) -> Session:
     ):
         raise Conflict("the session is still being brought up", code="not_ready")
     for message in session.messages.filter(status=SessionMessage.Status.PENDING):
-        reason = {"name": "HarnessError", "data": {"message": "the session was restarted"}}
-        session_message_finish(message, status=SessionMessage.Status.FAILED, info={"error": reason})
+        session_message_fail(message, "the session was restarted")
     _destroy_sandboxes(session)
     session_id = session.id
     transaction.on_commit(lambda: session_start(session_id))
@@ -743,6 +742,14 @@ def session_message_finish(
         for field, value in changes.items():
             setattr(message, field, value)
     return won
+
+
+def session_message_fail(message: SessionMessage, reason: str) -> bool:
+    """Fail a pending message, saying why in its ``info.error`` (the harnesses' shape)."""
+    error = {"name": "HarnessError", "data": {"message": reason}}
+    return session_message_finish(
+        message, status=SessionMessage.Status.FAILED, info={"error": error}
+    )
 
 
 def session_history(session: Session) -> list[dict]:

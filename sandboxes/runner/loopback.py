@@ -51,18 +51,22 @@ async def _open(
 
 
 async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncIterator[bytes]:
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                return
-            yield await reader.readexactly(size)
-            await reader.readline()
-    elif "content-length" in headers:
-        yield await reader.readexactly(int(headers["content-length"]))
-    else:
-        while data := await reader.read(65536):
-            yield data
+    """The body's bytes as they arrive; LoopbackError if the server breaks off or garbles it."""
+    try:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    return
+                yield await reader.readexactly(size)
+                await reader.readline()
+        elif "content-length" in headers:
+            yield await reader.readexactly(int(headers["content-length"]))
+        else:
+            while data := await reader.read(65536):
+                yield data
+    except (asyncio.IncompleteReadError, ValueError) as exc:
+        raise LoopbackError(f"the answer broke off: {exc}") from None
 
 
 async def request(port: int, method: str, path: str, body: Any = None) -> Any:

@@ -25,6 +25,7 @@ STARTUP_TIMEOUT = 120.0  # seconds opencode gets to start listening
 # An early request can hang while opencode is still starting (not just be refused): retry it.
 ATTEMPT_TIMEOUT = 3.0
 IDLE_GRACE = 5.0  # seconds to wait for the closing events after the reply
+EXIT_GRACE = 2.0  # seconds to see whether a failed request means opencode exited
 DEFAULT_PORT = 4096
 
 
@@ -114,6 +115,9 @@ class OpencodeHarness:
                 await asyncio.wait_for(idle.wait(), IDLE_GRACE)
             messages = await loopback.request(self.port, "GET", f"/session/{session_id}/message")
         except (OSError, loopback.LoopbackError) as exc:
+            # A dead opencode is the likely cause: give it a moment to be reaped, then say so.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.child.process.wait(), EXIT_GRACE)
             if self.child.exit_code is not None:
                 raise HarnessError(await self.child.failure()) from None
             raise HarnessError(f"opencode: {exc}") from None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -317,7 +319,8 @@ def write_opencode_config(directory: Path, gateway: FakeGateway) -> None:
     (directory / "opencode.json").write_text(json.dumps(config))
 
 
-async def test_opencode_turns_with_a_tool(runner, gateway, workdir):
+def start_opencode(runner, gateway, workdir) -> tuple[Path, int]:
+    """opencode serve under the runner, configured for the fake gateway; (its cwd, its pid)."""
     opencode = need_opencode()
     work, home = workdir / "work", workdir / "home"
     work.mkdir()
@@ -330,7 +333,12 @@ async def test_opencode_turns_with_a_tool(runner, gateway, workdir):
         "OPENCODE_DISABLE_AUTOUPDATE": "1",
     }
     argv = [str(opencode), "serve", "--hostname", "127.0.0.1", "--port", str(free_port())]
-    runner.client.start(argv, env, cwd=str(work), api="opencode")
+    started = runner.client.start(argv, env, cwd=str(work), api="opencode")
+    return work, started["pid"]
+
+
+async def test_opencode_turns_with_a_tool(runner, gateway, workdir):
+    work, _ = start_opencode(runner, gateway, workdir)
     gateway.script("Plain answer.")
     gateway.script(ToolCall("bash", {"command": "echo oc-tool > oc.txt", "description": "write"}))
     gateway.script("Wrote it.")
@@ -349,3 +357,21 @@ async def test_opencode_turns_with_a_tool(runner, gateway, workdir):
     assert (work / "oc.txt").read_text() == "oc-tool\n"
     assert "Hello there." in gateway.model_requests()[-1].text()
     assert gateway.credentials() == {KEY}
+
+
+async def test_opencode_dying_mid_turn_ends_it_with_the_reason(runner, gateway, workdir):
+    _, pid = start_opencode(runner, gateway, workdir)
+    hold = threading.Event()
+    gateway.script(Turn([Text("Halfway through this reply")], hold=hold))
+    try:
+        turn = runner.client.turn(text("Go on."))
+        async for line in turn:
+            if line["type"] == "event" and line["event"]["type"] == "message.part.delta":
+                break
+        os.kill(pid, signal.SIGKILL)
+        final = [line async for line in turn][-1]
+    finally:
+        hold.set()
+    assert final["type"] == "error"
+    assert final["error"].startswith("opencode exited with status 137")
+    assert runner.client.health() == {**runner.client.health(), "exit_code": 137, "turn": False}

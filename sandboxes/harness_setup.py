@@ -142,7 +142,9 @@ def claude_code(context: HarnessContext) -> HarnessSetup:
 def codex(context: HarnessContext) -> HarnessSetup:
     """Codex: ``~/.codex/config.toml`` with the gateway as provider ``lap`` (Responses API,
     key from ``OPENAI_API_KEY`` = the stub), the model, no approvals and codex's own sandbox
-    off, the working directory trusted; the agent prompt is ``~/.codex/AGENTS.md``."""
+    off, the working directory trusted, and no background app-server daemon (it would copy
+    the 420 MB CLI into ``~/.codex/packages`` and run an updater); the agent prompt is
+    ``~/.codex/AGENTS.md``."""
     env: dict[str, str] = {}
     config = ['approval_policy = "never"', 'sandbox_mode = "danger-full-access"']
     if context.model:
@@ -161,6 +163,7 @@ def codex(context: HarnessContext) -> HarnessSetup:
             'env_key = "OPENAI_API_KEY"',
             'wire_api = "responses"',
         ]
+    config += ["", "[features]", "daemon_auto_start = false"]
     config += ["", f"[projects.{_toml(context.workdir)}]", 'trust_level = "trusted"', ""]
     files = [_file(".codex/config.toml", "\n".join(config))]
     if context.prompt:

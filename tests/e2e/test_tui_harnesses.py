@@ -214,6 +214,9 @@ async def test_codex_runs_a_tool_turn_against_the_responses_api_through_the_vaul
     assert "codex-tool-42" in json.dumps(outputs)
     assert {r.credential for r in new_requests(gateway, since, RESPONSES)} == {REAL_KEY}
     assert_only_stubs_inside(platform, session["id"], "OPENAI_API_KEY=")
+    # No background app-server daemon copying the CLI into the home directory.
+    status, events = run(platform, session["id"], {"argv": ["ls", "/work/.codex"]})
+    assert status == 200 and "packages" not in "".join(e.get("data", "") for e in events)
     platform.api("DELETE", f"/sessions/{session['id']}")
 
 

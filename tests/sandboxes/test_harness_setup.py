@@ -99,6 +99,7 @@ def test_codex_config_names_the_gateway_model_and_trusted_workdir(user, fake_dri
     )
     assert config["projects"]["/work"]["trust_level"] == "trusted"
     assert (config["approval_policy"], config["sandbox_mode"]) == ("never", "danger-full-access")
+    assert config["features"]["daemon_auto_start"] is False
     assert files["/work/.codex/AGENTS.md"][1] == "P"
 
 

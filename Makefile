@@ -8,7 +8,7 @@ ASSETS_STAMP := node_modules/.installed-$(shell cat package.json package-lock.js
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench system-deps venv assets clean
+.PHONY: run test lint bench system-deps venv assets clean harnesses
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
@@ -26,6 +26,10 @@ assets: $(ASSETS_STAMP)
 
 system-deps:
 	@scripts/install-system-deps
+
+## The harness CLIs (claude, codex, opencode) and the Agent SDK, into LAP_TOOLS_DIR (./.lap-tools)
+harnesses:
+	@scripts/install-harnesses
 
 ## Start the platform on the embedded default (SQLite, local sandboxes) at http://$(HOST):$(PORT)
 run: system-deps venv assets

@@ -16,12 +16,18 @@ PROMPT = "you> "
 
 
 class TextExtractor:
-    """Turn stream frames into new text. Understands plain ``{"text"}``/``{"delta"}`` frames
-    and the reference's ``harness_event`` frames (opencode ``message.part.updated``, whose
-    ``part.text`` is the whole text so far: only the unseen suffix is returned)."""
+    """Turn stream frames into new reply text.
+
+    Understands the platform's frames (``ready``, ``harness_event``, ``done``, ``error``) with
+    opencode-shaped harness events: ``message.part.updated`` carries a whole part (its text
+    so far: only the unseen suffix is returned), ``message.part.delta`` the text added to a
+    part (only for ``text`` parts: reasoning is not printed). The ``done`` frame's message
+    fills in whatever the events did not show. Plain ``{"text"}``/``{"delta"}`` frames too.
+    """
 
     def __init__(self) -> None:
         self._seen: dict[str, int] = {}
+        self._types: dict[str, str] = {}  # part id → part type
 
     def feed(self, frame: dict[str, Any]) -> str:
         kind = frame.get("type")
@@ -29,39 +35,74 @@ class TextExtractor:
             raise LapError(f"turn failed: {frame.get('message') or frame.get('error')}")
         if kind == "harness_event":
             return self._harness(frame.get("event") or {})
+        if kind == "done":
+            message = frame.get("message")
+            parts = message.get("parts") if isinstance(message, dict) else None
+            return "".join(self._whole(part) for part in parts or [] if isinstance(part, dict))
         for field in ("delta", "text"):
-            if isinstance(frame.get(field), str) and kind not in ("ready", "done"):
+            if isinstance(frame.get(field), str) and kind != "ready":
                 return frame[field]
         return ""
 
     def _harness(self, event: dict[str, Any]) -> str:
         props = event.get("properties") or {}
+        if event.get("type") == "message.part.delta":
+            key = str(props.get("partID"))
+            delta = props.get("delta")
+            if self._types.get(key) != "text" or not isinstance(delta, str):
+                return ""
+            self._seen[key] = self._seen.get(key, 0) + len(delta)
+            return delta
         part = props.get("part") or {}
+        if isinstance(props.get("delta"), str) and part.get("type") == "text":
+            return props["delta"]
+        return self._whole(part)
+
+    def _whole(self, part: dict[str, Any]) -> str:
+        key = str(part.get("id"))
+        self._types[key] = str(part.get("type"))
         if part.get("type") != "text":
             return ""
-        if isinstance(props.get("delta"), str):
-            return props["delta"]
-        key = str(part.get("id"))
         text = part.get("text") or ""
         new = text[self._seen.get(key, 0) :]
-        self._seen[key] = len(text)
+        self._seen[key] = max(self._seen.get(key, 0), len(text))
         return new
+
+
+def _turn_error(frame: dict[str, Any]) -> str | None:
+    """Why a ``done`` turn did not complete (aborted, or the harness's error), if it did not."""
+    message = frame.get("message")
+    info = message.get("info") if isinstance(message, dict) else None
+    error = info.get("error") if isinstance(info, dict) else None
+    if not error:
+        return None
+    if not isinstance(error, dict):
+        return str(error)
+    if error.get("name") == "MessageAbortedError":
+        return "aborted"
+    data = error.get("data")
+    detail = data.get("message") if isinstance(data, dict) else None
+    return f"error: {detail or error.get('name') or 'the turn failed'}"
 
 
 def run_turn(env: Environment, client: Client, session_id: str, text: str) -> None:
     """Send one message and print the reply as it arrives."""
     extractor = TextExtractor()
     ended_with_newline = True
+    problem = None
     for frame in client.message_stream(session_id, text):
-        if frame.get("type") == "done":
-            break
         chunk = extractor.feed(frame)
         if chunk:
             env.stdout.write(chunk)
             env.stdout.flush()
             ended_with_newline = chunk.endswith("\n")
+        if frame.get("type") == "done":
+            problem = _turn_error(frame)
+            break
     if not ended_with_newline:
         env.stdout.write("\n")
+    if problem:
+        print(f"[{problem}]", file=env.stderr)
 
 
 def repl(env: Environment, client: Client, session_id: str) -> None:

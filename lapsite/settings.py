@@ -207,6 +207,8 @@ LAP_K8S_PRIORITY_CLASS_WARM = env.str("LAP_K8S_PRIORITY_CLASS_WARM", default="la
 LAP_K8S_UNSCHEDULABLE_GRACE = env.int("LAP_K8S_UNSCHEDULABLE_GRACE", default=120)
 # Extra CIDRs allowed to reach sandbox pods besides the platform's own pods (development).
 LAP_K8S_INGRESS_CIDRS = env.list("LAP_K8S_INGRESS_CIDRS", default=[])
+# The harness tools directory (`make harnesses`), bound read-only into local sandboxes.
+LAP_TOOLS_DIR = env.str("LAP_TOOLS_DIR", default=str(BASE_DIR / ".lap-tools"))
 LITELLM_API_BASE = env.str("LITELLM_API_BASE", default="")
 LITELLM_API_KEY = env.str("LITELLM_API_KEY", default="")
 

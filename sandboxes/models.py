@@ -50,6 +50,10 @@ class Session(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # When a restart sent it back to creating (bring-up timeouts count from here).
+    restarted_at = models.DateTimeField(null=True, blank=True)
+    # Set while an API harness's turn is in flight: one turn at a time (compare-and-set).
+    turn_started_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -160,6 +164,9 @@ class SessionMessage(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     parts = models.JSONField(default=list)
+    # The harness's message info (tokens, cost, model, ``error`` {name, data}); for a failed
+    # user turn, why it failed.
+    info = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 

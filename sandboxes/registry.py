@@ -33,7 +33,11 @@ _override: tuple[SandboxDriver, RunnerClientFactory | None] | None = None
 
 def _driver_options(name: str) -> dict[str, Any]:
     if name == "local":
-        return {"home": settings.LAP_HOME, "upstream_ca": settings.LAP_VAULT_UPSTREAM_CA or None}
+        return {
+            "home": settings.LAP_HOME,
+            "upstream_ca": settings.LAP_VAULT_UPSTREAM_CA or None,
+            "tools": settings.LAP_TOOLS_DIR or None,
+        }
     if name == "kubernetes":
         return {
             "namespace": settings.LAP_K8S_NAMESPACE,
@@ -86,8 +90,12 @@ def use_driver(
 
 def _forget(*, setting: str, **kwargs: Any) -> None:
     global _loaded
-    if setting in ("LAP_SANDBOX_DRIVER", "LAP_HOME", "LAP_VAULT_UPSTREAM_CA", "LAP_INSTANCE") or (
-        setting.startswith("LAP_K8S_")
+    if setting.startswith("LAP_K8S_") or setting in (
+        "LAP_SANDBOX_DRIVER",
+        "LAP_HOME",
+        "LAP_VAULT_UPSTREAM_CA",
+        "LAP_INSTANCE",
+        "LAP_TOOLS_DIR",
     ):
         _loaded = None
 

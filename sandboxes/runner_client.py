@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +23,8 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 10.0
 EXEC_GRACE = 10.0  # extra read time beyond an /exec timeout before the client gives up
+# /turn and /events send a ping line every 15 s: this long without a line, the runner is gone.
+STREAM_READ_TIMEOUT = 60.0
 TTY_MAX_MESSAGE = 16 * 1024 * 1024  # the attach snapshot can be a few hundred KiB
 
 
@@ -64,6 +66,7 @@ class RunnerClient:
             transport = httpx.HTTPTransport(verify=tls_context())
         else:
             raise ValueError(f"runner URL must be unix:///path or http://host:port: {runner_url!r}")
+        self._base_url = base_url
         self._ws_url = "ws://" + base_url.removeprefix("http://") + "/tty"
         self._headers = {"Authorization": f"Bearer {token}"}
         self._http = httpx.Client(
@@ -93,12 +96,19 @@ class RunnerClient:
         cwd: str = "/work",
         cols: int = 80,
         rows: int = 24,
+        *,
+        api: str | None = None,
+        history: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Start the harness under the PTY with exactly ``env``; returns ``{"pid": N}``.
+        """Start the harness with exactly ``env``; returns ``{"pid": N}``.
 
-        RunnerError with status 409 if it was already started, 400 if it cannot be run.
+        Under the PTY, or, with ``api`` (an API harness's id), as an API harness that
+        ``turn`` drives; ``history`` is the conversation of an earlier sandbox. RunnerError
+        with status 409 if it was already started, 400 if it cannot be run.
         """
-        body = {"argv": argv, "env": env, "cwd": cwd, "cols": cols, "rows": rows}
+        body: dict[str, Any] = {"argv": argv, "env": env, "cwd": cwd, "cols": cols, "rows": rows}
+        if api is not None:
+            body.update(api=api, history=history or [])
         return self._json("POST", "/start", json=body)
 
     def exec(
@@ -131,6 +141,26 @@ class RunnerClient:
         except httpx.HTTPError as exc:
             raise RunnerError(f"runner unreachable: {exc}") from exc
 
+    async def turn(self, parts: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Run one turn of the API harness; yields its lines as they arrive.
+
+        ``{"type": "event", "event": {...}}`` lines, then ``{"type": "done", "message":
+        {"info", "parts"}}`` or ``{"type": "error", "error": str}`` (pings are skipped).
+        Closing the iterator early disconnects, and the runner then aborts the turn.
+        RunnerError with status 409 while another turn is in flight.
+        """
+        async for line in self._stream_lines("POST", "/turn", {"parts": parts}):
+            yield line
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Every line of every turn from now on (the one in flight from its start), forever."""
+        async for line in self._stream_lines("GET", "/events", None):
+            yield line
+
+    def abort(self) -> bool:
+        """Ask the API harness to stop the turn in flight; whether there was one."""
+        return bool(self._json("POST", "/abort").get("aborted"))
+
     def recording(self) -> bytes | None:
         """The asciicast v2 recording of the PTY, or None if there is none."""
         reply = self._request("GET", "/recording", allow_not_found=True)
@@ -157,6 +187,35 @@ class RunnerClient:
             status = exc.response.status_code
             raise RunnerError(f"runner refused /tty: HTTP {status}", status) from exc
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            raise RunnerError(f"runner unreachable: {exc}") from exc
+
+    async def _stream_lines(
+        self, method: str, path: str, body: dict[str, Any] | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        if self._socket_path is not None:
+            transport = httpx.AsyncHTTPTransport(uds=self._socket_path, verify=tls_context())
+        else:
+            transport = httpx.AsyncHTTPTransport(verify=tls_context())
+        timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT, read=STREAM_READ_TIMEOUT)
+        try:
+            async with (
+                httpx.AsyncClient(
+                    base_url=self._base_url,
+                    transport=transport,
+                    headers=self._headers,
+                    timeout=timeout,
+                ) as http,
+                http.stream(method, path, json=body) as reply,
+            ):
+                if reply.status_code >= 300:
+                    await reply.aread()
+                    raise self._status_error(reply)
+                async for raw in reply.aiter_lines():
+                    if raw:
+                        line = _parse_event(raw)
+                        if line.get("type") != "ping":
+                            yield line
+        except httpx.HTTPError as exc:
             raise RunnerError(f"runner unreachable: {exc}") from exc
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -196,7 +255,7 @@ def _parse_event(line: str) -> dict[str, Any]:
     try:
         event = json.loads(line)
     except ValueError as exc:
-        raise RunnerError(f"runner sent a malformed /exec event: {line[:200]!r}") from exc
+        raise RunnerError(f"runner sent a malformed line: {line[:200]!r}") from exc
     if not isinstance(event, dict):
-        raise RunnerError(f"runner sent a malformed /exec event: {line[:200]!r}")
+        raise RunnerError(f"runner sent a malformed line: {line[:200]!r}")
     return event

@@ -44,10 +44,17 @@ from sandboxes.drivers.base import (
     SandboxHandle,
     SandboxSpec,
 )
+from sandboxes.harness_setup import HarnessContext, harness_setup
 from sandboxes.models import Sandbox, Session, SessionMessage
 from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
 from sandboxes.runner_client import RunnerError
+from sandboxes.sandbox_prepare import (
+    HarnessSetupFailed,
+    redact_url,
+    repo_clone,
+    sandbox_prepare,
+)
 from vault import crypto
 from vault.services import (
     vault_check,
@@ -63,11 +70,15 @@ logger = logging.getLogger(__name__)
 LIVE = Session.LIVE
 TTY_SALT = "lap.tty"
 RUNNER_CWD = "/work"
+REPO_DIR = "/work/repo"
 TERMINAL_SIZE = (120, 40)  # cols, rows until the first client resizes
 API_HARNESS_PORT = "4096"
 # Terminal keystrokes touch the session constantly; one write per interval is enough.
 TOUCH_INTERVAL = timedelta(seconds=15)
 POOL_CANDIDATES = 8  # warm rows read per claim round; a lost race moves to the next
+# A session's initial prompt runs as a task: as long as a turn may (conversation.TURN_TIMEOUT).
+FIRST_TURN_TIMEOUT = 30 * 60 + 60
+HISTORY_MAX_CHARS = 200_000  # of earlier text handed to a restarted sandbox (newest kept)
 # Recorded where claims run: in the API request (daphne, the process /metrics serves).
 POOL_CLAIMS = MetricCounter(
     "lap_pool_claims",
@@ -268,17 +279,42 @@ def _sandbox_boot(
     return endpoints
 
 
-def _harness_start(driver: SandboxDriver, sandbox: Sandbox, session: Session, stubs: dict) -> None:
-    """Start the session's harness under the sandbox's runner (``/start``); ``RunnerError``."""
+def _harness_start(driver: SandboxDriver, sandbox: Sandbox, session: Session, stubs: dict) -> bool:
+    """Make the sandbox ready for the session's harness and start it under the runner.
+
+    Phase ``cloning_repo`` when the agent has a repository (the harness's files and the git
+    credential helper first, then the clone through the vault), then ``starting_harness``
+    (the files and the tools check when there was no clone, then ``/start`` with the stub
+    env, in the clone when there is one). False when the session left ``creating``
+    meanwhile; raises ``RunnerError`` and ``HarnessSetupFailed``.
+    """
     harness = harness_get(session.harness_id)
     assert harness is not None  # checked by the callers
+    agent = session.agent
     cols, rows = TERMINAL_SIZE
     env = {**driver.sandbox_env(), **_harness_env(session, stubs)}
+    workdir = REPO_DIR if agent.repo_url else RUNNER_CWD
+    context = HarnessContext(harness, agent.model, agent.prompt, workdir, env)
+    setup = harness_setup(context)
+    env.update(setup.env)
     client = runner_client(sandbox.runner_url, crypto.decrypt(sandbox.runner_token))
     try:
-        client.start(argv=list(harness.argv), env=env, cwd=RUNNER_CWD, cols=cols, rows=rows)
+        if agent.repo_url:
+            if not _set_phase(session, Session.Phase.CLONING_REPO, redact_url(agent.repo_url)):
+                return False
+            sandbox_prepare(client, harness=harness, env=env, files=setup.files)
+            repo_clone(client, env=env, url=agent.repo_url, branch=agent.branch)
+        if not _set_phase(session, Session.Phase.STARTING_HARNESS, " ".join(harness.argv)):
+            return False
+        if not agent.repo_url and (harness.requires or setup.files):
+            sandbox_prepare(client, harness=harness, env=env, files=setup.files)
+        api: dict = {}
+        if not harness.supports_tui:  # turn by turn; after a restart, with the conversation
+            api = {"api": harness.id, "history": session_history(session)}
+        client.start(argv=list(harness.argv), env=env, cwd=workdir, cols=cols, rows=rows, **api)
     finally:
         client.close()
+    return True
 
 
 def _mark_ready(driver: SandboxDriver, session: Session, sandbox: Sandbox) -> bool:
@@ -291,6 +327,13 @@ def _mark_ready(driver: SandboxDriver, session: Session, sandbox: Sandbox) -> bo
     )
     if not ready:  # stopped, failed or deleted while we worked
         _sandbox_destroy(driver, sandbox)
+    elif session.initial_prompt and not session.supports_tui:
+        session_id = str(session.id)
+        transaction.on_commit(
+            lambda: async_task(
+                "sandboxes.tasks.session_first_turn", session_id, timeout=FIRST_TURN_TIMEOUT
+            )
+        )
     return ready
 
 
@@ -387,12 +430,12 @@ def _claim_bring_up(session: Session, sandbox: Sandbox, started: float) -> bool:
         # One attempt: a warm sidecar that does not answer is broken, and a cold start
         # is quicker than the push's back-off.
         vault_push(sandbox, attempts=1)
-        harness = harness_get(session.harness_id)
-        detail = " ".join(harness.argv) if harness else ""
-        if not _set_phase(session, Session.Phase.STARTING_HARNESS, detail):
+        if not _harness_start(driver, sandbox, session, stubs):
             _sandbox_destroy(driver, sandbox)
             return True
-        _harness_start(driver, sandbox, session, stubs)
+    except HarnessSetupFailed as error:  # the session's own set-up, not a broken sandbox
+        session_fail(session, error.message)
+        return True
     except (LapError, RunnerError, DriverError) as error:
         reason = error.message if isinstance(error, LapError) else str(error)
         logger.warning(
@@ -453,15 +496,17 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
             _sandbox_destroy(driver, sandbox)
             return
         vault_push(sandbox)
-        if not _set_phase(session, Session.Phase.STARTING_HARNESS, " ".join(harness.argv)):
+        if not _harness_start(driver, sandbox, session, stubs):
             _sandbox_destroy(driver, sandbox)
             return
-        _harness_start(driver, sandbox, session, stubs)
     except DriverError as error:
         session_fail(session, str(error) or type(error).__name__)
         return
     except RunnerError as error:
         session_fail(session, f"starting the harness failed: {error}")
+        return
+    except HarnessSetupFailed as error:
+        session_fail(session, error.message)
         return
     except LapError as error:  # from vault_push: the sidecar is unreachable or refused
         session_fail(session, f"pushing secrets to the vault failed: {error.message}")
@@ -607,6 +652,34 @@ def session_stop_all_for_agent(agent: Agent) -> int:
     return sum(session_stop(session) for session in sessions)
 
 
+def session_restart(session: Session) -> Session:
+    """Give the session a new sandbox, keeping its conversation; returns it ``creating``.
+
+    The old sandbox is destroyed (its files and processes are gone); the bring-up then runs
+    as for a new session, and an API harness gets the conversation so far as ``history``.
+    A ready, dead or failed session may be restarted; ``Conflict`` while it is creating. A
+    turn in flight ends with an error, and its user message is failed.
+    """
+    if not session.transition(
+        expected=(Session.Status.READY, Session.Status.DEAD, Session.Status.FAILED),
+        status=Session.Status.CREATING,
+        phase="",
+        phase_detail="",
+        failure_reason="",
+        stopped_at=None,
+        restarted_at=timezone.now(),
+        turn_started_at=None,
+    ):
+        raise Conflict("the session is still being brought up", code="not_ready")
+    for message in session.messages.filter(status=SessionMessage.Status.PENDING):
+        session_message_fail(message, "the session was restarted")
+    _destroy_sandboxes(session)
+    session_id = session.id
+    transaction.on_commit(lambda: session_start(session_id))
+    session.refresh_from_db(fields=["status", "phase", "phase_detail", "last_seen_at"])
+    return session
+
+
 def session_touch(session_id: str | uuid.UUID) -> None:
     """Record activity on a ready session (keeps it from being reaped as idle)."""
     now = timezone.now()
@@ -643,6 +716,7 @@ def session_message_append(
     role: str,
     parts: list[dict],
     status: str = SessionMessage.Status.PENDING,
+    info: dict | None = None,
 ) -> SessionMessage:
     """Append a message with the next ``seq``; concurrent appends retry on a clash."""
     for _ in range(5):
@@ -655,6 +729,7 @@ def session_message_append(
                     role=role,
                     status=status,
                     parts=parts,
+                    info=info or {},
                     completed_at=None
                     if status == SessionMessage.Status.PENDING
                     else timezone.now(),
@@ -665,7 +740,11 @@ def session_message_append(
 
 
 def session_message_finish(
-    message: SessionMessage, *, status: str, parts: list[dict] | None = None
+    message: SessionMessage,
+    *,
+    status: str,
+    parts: list[dict] | None = None,
+    info: dict | None = None,
 ) -> bool:
     """Complete (or fail) a pending message once; a finished message is never rewritten."""
     if status == SessionMessage.Status.PENDING:
@@ -673,6 +752,8 @@ def session_message_finish(
     changes: dict[str, object] = {"status": status, "completed_at": timezone.now()}
     if parts is not None:
         changes["parts"] = parts
+    if info is not None:
+        changes["info"] = info
     won = (
         SessionMessage.objects.filter(pk=message.pk, status=SessionMessage.Status.PENDING).update(
             **changes
@@ -683,6 +764,34 @@ def session_message_finish(
         for field, value in changes.items():
             setattr(message, field, value)
     return won
+
+
+def session_message_fail(message: SessionMessage, reason: str) -> bool:
+    """Fail a pending message, saying why in its ``info.error`` (the harnesses' shape)."""
+    error = {"name": "HarnessError", "data": {"message": reason}}
+    return session_message_finish(
+        message, status=SessionMessage.Status.FAILED, info={"error": error}
+    )
+
+
+def session_history(session: Session) -> list[dict]:
+    """The completed messages' text, oldest first, for a new sandbox of the session (the
+    runner's ``history``): the newest that fit ``HISTORY_MAX_CHARS``."""
+    history: list[dict] = []
+    size = 0
+    completed = session.messages.filter(status=SessionMessage.Status.COMPLETE)
+    for message in completed.order_by("-seq"):
+        parts = [
+            {"type": "text", "text": part["text"]}
+            for part in message.parts
+            if part.get("type") == "text" and isinstance(part.get("text"), str)
+        ]
+        size += sum(len(part["text"]) for part in parts)
+        if size > HISTORY_MAX_CHARS:
+            break
+        if parts:
+            history.append({"role": message.role, "parts": parts})
+    return history[::-1]
 
 
 # --- reconcile -----------------------------------------------------------------------
@@ -777,9 +886,10 @@ def reconcile() -> dict[str, int]:
     now = timezone.now()
     counts: Counter[str] = Counter()
     creating_cutoff = now - timedelta(seconds=settings.LAP_CREATING_TIMEOUT)
-    for session in Session.objects.filter(
-        status=Session.Status.CREATING, created_at__lt=creating_cutoff
-    ):
+    creating = Session.objects.filter(status=Session.Status.CREATING).annotate(
+        since=Coalesce("restarted_at", "created_at")
+    )
+    for session in creating.filter(since__lt=creating_cutoff):
         where = f" in phase {session.phase}" if session.phase else ""
         reason = f"creating timed out after {settings.LAP_CREATING_TIMEOUT}s{where}"
         if session_fail(session, reason):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sandboxes import services
+from sandboxes import conversation, services
 from sandboxes.models import Session
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ def session_stop(session_id: str, reason: str = "") -> bool:
     """Stop a session (e.g. at a vault tripwire); idempotent."""
     session = Session.objects.filter(pk=session_id).first()
     return session is not None and services.session_stop(session, reason=reason)
+
+
+def session_first_turn(session_id: str) -> None:
+    """Run a ready API session's ``initial_prompt`` as its first turn (idempotent)."""
+    conversation.first_turn(session_id)
 
 
 def sandbox_reconcile() -> dict[str, int]:

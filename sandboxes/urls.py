@@ -1,6 +1,6 @@
 from django.urls import path
 
-from sandboxes import api
+from sandboxes import api, conversation_api
 
 app_name = "sandboxes"
 
@@ -13,5 +13,35 @@ urlpatterns = [
         "sessions/<str:session_id>/recording",
         api.SessionRecordingApi.as_view(),
         name="session-recording",
+    ),
+    path(
+        "sessions/<str:session_id>/message",
+        conversation_api.SessionMessageApi.as_view(),
+        name="session-message",
+    ),
+    path(
+        "sessions/<str:session_id>/message_stream",
+        conversation_api.SessionMessageStreamApi.as_view(),
+        name="session-message-stream",
+    ),
+    path(
+        "sessions/<str:session_id>/messages",
+        conversation_api.SessionMessagesApi.as_view(),
+        name="session-messages",
+    ),
+    path(
+        "sessions/<str:session_id>/events",
+        conversation_api.SessionEventsApi.as_view(),
+        name="session-events",
+    ),
+    path(
+        "sessions/<str:session_id>/abort",
+        conversation_api.SessionAbortApi.as_view(),
+        name="session-abort",
+    ),
+    path(
+        "sessions/<str:session_id>/restart",
+        conversation_api.SessionRestartApi.as_view(),
+        name="session-restart",
     ),
 ]

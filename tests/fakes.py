@@ -5,15 +5,25 @@
 raise ``DriverError``), ``before`` (run a callback at the start of an
 operation, e.g. to stop a session mid-bring-up), ``exit`` and ``vanish``.
 Runner failures are ``RunnerError`` as with the real client: ``fail_runner``
-makes ``/start`` answer with one. Each sandbox's vault is the sidecar's own ``Vault``
+makes ``/start`` answer with one. ``/exec`` commands are recorded on the sandbox
+(``execs``) and exit 0 unless ``exec_handler(argv, env)`` answers ``(code, stdout, stderr)``
+(``None``: the default). Each sandbox's vault is the sidecar's own ``Vault``
 (``sidecar.control``, no mitmproxy), so pushes are unsealed and version-checked for real;
 ``FakeSidecarClient`` speaks for it at ``fake-vault://<sandbox id>``.
+
+An API harness (``/start`` with ``api``) gets a ``FakeConversation``: each turn answers
+``echo: <text>`` word by word as opencode-shaped events, then ``done``. Tests steer it with
+``FakeDriver.hold_turns`` (a ``threading.Event``: turns stop after their first word until it
+is set or they are aborted) and ``FakeDriver.turn_error`` (turns end with that error). It
+polls plain lists, so it works from any thread and event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +46,9 @@ class FakeSandbox:
     state: str = "running"
     reason: str = ""
     started: dict[str, Any] | None = None  # the body of the runner's /start
+    execs: list[dict[str, Any]] = field(default_factory=list)  # bodies of the runner's /exec
     vault: Vault | None = None
+    conversation: FakeConversation | None = None  # when started as an API harness
 
     @property
     def handle(self) -> SandboxHandle:
@@ -50,6 +62,9 @@ class FakeDriver:
     destroyed: list[str] = field(default_factory=list)
     failures: dict[str, DriverError] = field(default_factory=dict)
     hooks: dict[str, Callable[[], None]] = field(default_factory=dict)
+    exec_handler: Callable[[list[str], dict[str, str]], tuple[int, str, str] | None] | None = None
+    hold_turns: threading.Event | None = None
+    turn_error: str | None = None
 
     def fail(self, operation: str, message: str, *, retryable: bool = False) -> None:
         self.failures[operation] = DriverError(message, retryable=retryable)
@@ -181,14 +196,81 @@ class FakeRunnerClient:
             raise RunnerError("401 unauthorized", status=401)
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "started": self.sandbox.started is not None, "exit_code": None}
+        conversation = self.sandbox.conversation
+        return {
+            "ok": True,
+            "started": self.sandbox.started is not None,
+            "exit_code": None,
+            "turn": conversation is not None and conversation.busy,
+        }
 
-    def start(self, argv: list[str], env: dict[str, str], cwd: str, cols: int, rows: int) -> int:
+    def start(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        cols: int,
+        rows: int,
+        *,
+        api: str | None = None,
+        history: list[dict[str, Any]] | None = None,
+    ) -> int:
         self.driver._enter("start")
         if self.sandbox.started is not None:
             raise RunnerError("already started", status=409)
         self.sandbox.started = {"argv": argv, "env": env, "cwd": cwd, "cols": cols, "rows": rows}
+        if api is not None:
+            self.sandbox.started.update(api=api, history=history or [])
+            self.sandbox.conversation = FakeConversation(self.driver, self.sandbox.spec.sandbox_id)
         return {"pid": 4242}
+
+    def _conversation(self) -> FakeConversation:
+        if self.sandbox.conversation is None:
+            raise RunnerError("no API harness: the harness runs in a terminal", status=409)
+        return self.sandbox.conversation
+
+    async def turn(self, parts: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        conversation = self._conversation()
+        async for line in conversation.turn(parts):
+            self._check_alive()
+            yield line
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        conversation = self._conversation()
+        index = conversation.turn_start if conversation.busy else len(conversation.lines)
+        while True:
+            self._check_alive()
+            while index < len(conversation.lines):
+                index += 1
+                yield conversation.lines[index - 1]
+            await asyncio.sleep(0.01)
+
+    def abort(self) -> bool:
+        return self._conversation().abort()
+
+    def _check_alive(self) -> None:
+        if self.sandbox.spec.sandbox_id not in self.driver.sandboxes:
+            raise RunnerError("runner unreachable: the sandbox is gone")
+
+    def exec(
+        self,
+        argv: list[str],
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        self.driver._enter("exec")
+        env = dict(
+            self.sandbox.started["env"] if env is None and self.sandbox.started else env or {}
+        )
+        self.sandbox.execs.append({"argv": argv, "env": env, "cwd": cwd, "timeout": timeout})
+        handler = self.driver.exec_handler
+        code, out, err = (handler(argv, env) if handler else None) or (0, "", "")
+        if out:
+            yield {"stream": "stdout", "data": out}
+        if err:
+            yield {"stream": "stderr", "data": err}
+        yield {"exit_code": code}
 
     def recording(self) -> bytes | None:
         """A one-line asciicast once the harness started (the real runner records the PTY)."""
@@ -198,3 +280,67 @@ class FakeRunnerClient:
 
     def close(self) -> None:
         """Nothing to release; the real client closes its connection pool."""
+
+
+@dataclass
+class FakeConversation:
+    """The API harness of a ``FakeDriver`` sandbox: echoes each turn (see the module doc)."""
+
+    driver: FakeDriver
+    sandbox_id: str
+    turns: list[list[dict[str, Any]]] = field(default_factory=list)  # the parts of each turn
+    lines: list[dict[str, Any]] = field(default_factory=list)  # every line, for /events
+    turn_start: int = 0  # index in ``lines`` where the turn in flight began
+    busy: bool = False
+    aborted: bool = False
+
+    def abort(self) -> bool:
+        if not self.busy:
+            return False
+        self.aborted = True
+        return True
+
+    def _emit(self, line: dict[str, Any]) -> dict[str, Any]:
+        self.lines.append(line)
+        return line
+
+    async def turn(self, parts: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        if self.busy:
+            raise RunnerError("a turn is already in flight", status=409)
+        self.busy, self.aborted, self.turn_start = True, False, len(self.lines)
+        self.turns.append(parts)
+        try:
+            number = len(self.turns)
+            part = {"id": f"prt_{number}", "messageID": f"msg_{number}", "type": "text", "text": ""}
+            yield self._emit({"type": "event", "event": _part_event(part)})
+            words = ("echo: " + " ".join(p["text"] for p in parts)).split(" ")
+            for index, word in enumerate(words):
+                delta = word if index == 0 else " " + word
+                part = {**part, "text": part["text"] + delta}
+                yield self._emit({"type": "event", "event": _delta_event(part, delta)})
+                hold = self.driver.hold_turns
+                while hold is not None and not hold.is_set() and not self.aborted:
+                    if self.sandbox_id not in self.driver.sandboxes:
+                        raise RunnerError("runner unreachable: the sandbox is gone")
+                    await asyncio.sleep(0.01)
+                if self.aborted:
+                    break
+            if self.driver.turn_error:
+                yield self._emit({"type": "error", "error": self.driver.turn_error})
+                return
+            info: dict[str, Any] = {"id": f"msg_{number}", "role": "assistant", "cost": 0.01}
+            if self.aborted:
+                info["error"] = {"name": "MessageAbortedError", "data": {"message": "aborted"}}
+            message = {"info": info, "parts": [part]}
+            yield self._emit({"type": "done", "message": message})
+        finally:
+            self.busy = False
+
+
+def _part_event(part: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message.part.updated", "properties": {"part": part}}
+
+
+def _delta_event(part: dict[str, Any], delta: str) -> dict[str, Any]:
+    properties = {"messageID": part["messageID"], "partID": part["id"], "field": "text"}
+    return {"type": "message.part.delta", "properties": {**properties, "delta": delta}}

@@ -18,8 +18,9 @@ Every driver promises:
   ``pending`` sandbox carries a reason only when it is stuck for good (an image
   that cannot be pulled): reconcile then fails its session with that reason.
 - ``sandbox_env()`` gives the variables every harness env must carry to use the
-  sandbox's own services (the vault proxy address, the vault's CA bundle); the
-  platform merges them into the env it passes to the runner's ``/start``.
+  sandbox's layout and own services (``PATH`` with the harness tools, ``HOME``, the
+  vault proxy address, the vault's CA bundle; ``HARNESS_PYTHONPATH`` where API harnesses
+  find the Agent SDK); the platform merges them into the env it passes to ``/start``.
 """
 
 from __future__ import annotations

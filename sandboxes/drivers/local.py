@@ -58,7 +58,6 @@ from ..runner_client import RunnerClient, RunnerError
 from . import cgroups, local_jail
 from .base import (
     LABEL_SANDBOX,
-    SANDBOX_ENV,
     DriverError,
     DriverUnavailable,
     Endpoints,
@@ -101,7 +100,8 @@ class LocalDriver:
     ``sidecar_python`` runs the vault sidecar (it needs mitmproxy; default: the platform's
     own interpreter); ``upstream_ca`` is a PEM bundle the sidecars trust for upstreams besides
     the system CAs (tests: a trustme CA). A spec without ``vault_material`` gets no sidecar:
-    its jail has no way out at all.
+    its jail has no way out at all. ``tools`` is the harness tools directory (``make
+    harnesses``), bound read-only into every jail when it exists.
     """
 
     name = "local"
@@ -113,6 +113,7 @@ class LocalDriver:
         uid_base: int = UID_BASE,
         sidecar_python: str | None = None,
         upstream_ca: str | None = None,
+        tools: str | Path | None = None,
     ) -> None:
         self.home = Path(home)
         self.root = self.home / "sandboxes"
@@ -120,14 +121,18 @@ class LocalDriver:
         self.uid_base = uid_base
         self.sidecar_python = sidecar_python or sys.executable
         self.upstream_ca = upstream_ca
+        self.tools = Path(tools).resolve() if tools else None
         self.privileged = os.geteuid() == 0
         self._runtime: local_jail.Runtime | None = None
         self._sidecar_runtime: local_jail.Runtime | None = None
 
-    @staticmethod
-    def sandbox_env() -> dict[str, str]:
-        """Proxy and CA variables the harness env (the runner's ``/start``) must carry."""
-        return dict(SANDBOX_ENV)
+    def sandbox_env(self) -> dict[str, str]:
+        """The jail's layout (PATH with the tools, HOME…), proxy and CA variables for the
+        harness env (the runner's ``/start``)."""
+        return local_jail.sandbox_env(self._tools() is not None)
+
+    def _tools(self) -> Path | None:
+        return self.tools if self.tools is not None and self.tools.is_dir() else None
 
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         """Start the jail, its vault sidecar and relay; idempotent on ``spec.sandbox_id``."""
@@ -307,13 +312,14 @@ class LocalDriver:
             (directory / name).mkdir(mode=0o700)
             os.chown(directory / name, uid, uid)
         local_jail.write_etc(directory / "etc", uid, uid, hostname)
+        tools = self._tools()
+        runtime = runtime.with_tools(tools)
         stage: list[str] = []
         if self.privileged:
             stage = [s for s, _ in runtime.binds if local_jail.unreadable_by_others(s)]
             for index in range(len(stage)):
                 (directory / "stage" / str(index)).mkdir(mode=0o755, parents=True)
             runtime = runtime.staged(directory / "stage", stage)
-        tools = self.home / "tools"
         groups = cgroups.create(spec.sandbox_id, spec.resources)
         meta: dict[str, Any] = {
             "sandbox_id": spec.sandbox_id,
@@ -354,7 +360,6 @@ class LocalDriver:
                     sandbox_dir=directory,
                     runtime=runtime,
                     hostname=hostname,
-                    tools=tools if tools.is_dir() else None,
                     status_fd=status.fileno(),
                     command=local_jail.runner_command(runtime),
                 )
@@ -365,7 +370,7 @@ class LocalDriver:
                         *self._as_uid(uid),
                         *argv,
                     ],
-                    env=local_jail.runner_env(spec.runner_token, tools.is_dir()),
+                    env=local_jail.runner_env(spec.runner_token, tools is not None),
                     log=directory / "jail.log",
                     cgroup_procs=[f"{group}/cgroup.procs" for group in groups.values()],
                     pass_fds=(status.fileno(),),

@@ -8,8 +8,12 @@ capabilities, a new session, and a read-only root that holds only:
   alternatives links, the loader cache) and a generated ``passwd``/``group``/``hosts``/
   ``nsswitch.conf``;
 - the runner at ``/opt/lap/lib/sandboxes/runner`` with its libraries (``pyte``, ``wcwidth``,
-  ``websockets``) beside it, and the harness tools (``<home>/tools``) at ``/opt/lap/tools``;
-- the interpreter's install, bound read-only at its own path, when it lives outside ``/usr``.
+  ``websockets``) beside it;
+- the interpreter's install, bound read-only at its own path, when it lives outside ``/usr``,
+  and ``/opt/lap/bin/python3`` (first on the harness ``PATH``) linking to it;
+- the harness tools directory (``LAP_TOOLS_DIR``, filled by ``make harnesses``) at
+  ``/opt/lap-tools``: the agent CLIs in ``node/node_modules/.bin`` (on ``PATH``), the Claude
+  Agent SDK in ``python`` (``HARNESS_PYTHONPATH`` for API harnesses).
 
 The vault's trust bundle (the platform root plus the system CAs) is bound read-only at
 ``/etc/lap/ca-bundle.pem``; the sidecar's key material never enters the jail.
@@ -39,7 +43,11 @@ from .base import TRUST_BUNDLE_PATH as JAIL_CA_BUNDLE
 JAIL_LIB = "/opt/lap/lib"
 SIDECAR_LIB = "/opt/lap/lib"
 SIDECAR_SITE = "/opt/lap/site-packages"
-JAIL_TOOLS = "/opt/lap/tools"
+JAIL_BIN = "/opt/lap/bin"
+JAIL_TOOLS = "/opt/lap-tools"
+TOOLS_BIN = f"{JAIL_TOOLS}/node/node_modules/.bin"
+TOOLS_PYTHONPATH = f"{JAIL_TOOLS}/python"
+JAIL_HOME = "/work"
 JAIL_RUN = "/run/lap"
 JAIL_TMP = "/tmp"  # noqa: S108 - the jail's own /tmp, a private bind
 JAIL_SHM = "/dev/shm"  # noqa: S108 - the jail's own tmpfs
@@ -71,6 +79,27 @@ SANDBOX_USER = "lap"
 STAGE = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; shift; exec "$@"'
 
 
+def sandbox_env(has_tools: bool) -> dict[str, str]:
+    """The env every harness in the jail starts with: its layout, the proxy and the CA.
+
+    ``HARNESS_PYTHONPATH`` (with the tools) is where API harnesses find the Agent SDK; it is
+    not ``PYTHONPATH`` itself, so a shell's ``python3`` does not see the SDK's libraries.
+    """
+    path = f"{JAIL_BIN}:/usr/local/bin:/usr/bin:/bin"
+    env = {
+        "PATH": f"{TOOLS_BIN}:{path}" if has_tools else path,
+        "HOME": JAIL_HOME,
+        "USER": SANDBOX_USER,
+        "LOGNAME": SANDBOX_USER,
+        "LANG": "C.UTF-8",
+        "TMPDIR": JAIL_TMP,
+        **SANDBOX_ENV,
+    }
+    if has_tools:
+        env["HARNESS_PYTHONPATH"] = TOOLS_PYTHONPATH
+    return env
+
+
 @dataclass(frozen=True)
 class Runtime:
     """The interpreter that runs the runner, and the read-only binds it needs (host → jail)."""
@@ -89,6 +118,12 @@ class Runtime:
             for source, dest in self.binds
         )
         return Runtime(self.python, binds)
+
+    def with_tools(self, tools: Path | None) -> Runtime:
+        """The same runtime with the harness tools directory bound at ``/opt/lap-tools``."""
+        if tools is None:
+            return self
+        return Runtime(self.python, (*self.binds, (str(tools), JAIL_TOOLS)))
 
 
 def resolve_runtime(python: str | None) -> Runtime:
@@ -242,18 +277,7 @@ def runner_command(runtime: Runtime) -> list[str]:
 
 def runner_env(token: str, has_tools: bool) -> dict[str, str]:
     """The runner's whole environment; nothing of the platform's environment leaks in."""
-    path = "/usr/local/bin:/usr/bin:/bin"
-    return {
-        "PATH": f"{JAIL_TOOLS}/bin:{path}" if has_tools else path,
-        "HOME": "/work",
-        "USER": SANDBOX_USER,
-        "LOGNAME": SANDBOX_USER,
-        "LANG": "C.UTF-8",
-        "TMPDIR": JAIL_TMP,
-        "PYTHONPATH": JAIL_LIB,
-        "LAP_RUNNER_TOKEN": token,
-        **SANDBOX_ENV,
-    }
+    return {**sandbox_env(has_tools), "PYTHONPATH": JAIL_LIB, "LAP_RUNNER_TOKEN": token}
 
 
 def bwrap_argv(
@@ -261,7 +285,6 @@ def bwrap_argv(
     sandbox_dir: Path,
     runtime: Runtime,
     hostname: str,
-    tools: Path | None,
     status_fd: int,
     command: list[str],
 ) -> list[str]:
@@ -291,8 +314,7 @@ def bwrap_argv(
         argv += ["--ro-bind", str(sandbox_dir / "etc" / CA_BUNDLE), JAIL_CA_BUNDLE]
     for source, dest in runtime.binds:
         argv += ["--ro-bind", source, dest]
-    if tools is not None:
-        argv += ["--ro-bind", str(tools), JAIL_TOOLS]
+    argv += ["--symlink", runtime.python, f"{JAIL_BIN}/python3"]
     argv += [
         "--bind",
         str(sandbox_dir / "work"),

@@ -7,6 +7,9 @@ platform. ``docs/runner-protocol.md`` is the contract; in short:
 - ``GET /healthz``, ``POST /start``, ``POST /exec`` (streamed NDJSON), ``GET /recording``
   and the WebSocket ``/tty``, each authenticated with ``Authorization: Bearer <token>``
   (``LAP_RUNNER_TOKEN``, removed from the environment at start-up).
+- An API harness (``/start`` with ``api``: claude-agent-sdk, opencode) runs without a PTY,
+  one turn at a time: ``POST /turn`` streams the turn's events as NDJSON, ``POST /abort``
+  stops it, ``GET /events`` follows every turn.
 - ``/tty`` fans the PTY out to any number of clients; each new client first gets one frame
   with the scrollback and the current screen (``screen.py``), then the live stream. A client
   that falls behind is closed with 4408, never waited for (``ws.py``).
@@ -15,5 +18,7 @@ platform. ``docs/runner-protocol.md`` is the contract; in short:
 Modules: ``server`` (routing, auth, lifecycle), ``terminal`` (PTY and fan-out), ``screen``
 (scrollback ring and screen model), ``ws`` (WebSocket client), ``httpio`` (minimal HTTP),
 ``execute`` (/exec), ``recording`` (asciicast v2), ``relay`` (--relay), ``protocol``
-(wire constants shared with the platform).
+(wire constants shared with the platform); for API harnesses ``turns`` (their endpoints),
+``conversation`` (one turn at a time, fan-out, history), ``sdk`` and ``sdk_worker`` (the
+Agent SDK), ``opencode`` and ``loopback`` (``opencode serve``), ``child`` (their processes).
 """

@@ -14,7 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from . import execute, httpio, relay
+from . import execute, httpio, relay, turns
+from .conversation import Conversation, HarnessError
 from .httpio import HTTPError, Request
 from .protocol import CLOSE_NOT_STARTED, REASON_NOT_STARTED
 from .recording import Recorder
@@ -28,7 +29,7 @@ FLUSH_EVERY = 0.5  # seconds between recording flushes
 SHUTDOWN_GRACE = 1.0  # seconds clients get to complete their close handshake on SIGTERM
 DISCARD_LIMIT = 16 * 1024 * 1024  # bytes of a rejected body read and dropped before closing
 
-Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[[Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @dataclass
@@ -67,12 +68,14 @@ def _dimension(value: object, name: str) -> int:
 
 
 class Runner:
-    """State shared by all connections: the harness terminal, its env, the recording."""
+    """State shared by all connections: the harness (a terminal, or an API harness's
+    conversation), its env, the recording."""
 
     def __init__(self, token: str, recorder: Recorder | None) -> None:
         self._token = token.encode()
         self._recorder = recorder
         self.terminal: Terminal | None = None
+        self.conversation: Conversation | None = None
         self._starting = False
         self._env: dict[str, str] = {}
         self._cwd: str | None = None
@@ -82,6 +85,9 @@ class Runner:
             "/start": {"POST": self._start},
             "/exec": {"POST": self._exec},
             "/recording": {"GET": self._recording},
+            "/turn": {"POST": self._turn},
+            "/abort": {"POST": self._abort},
+            "/events": {"GET": self._events},
         }
 
     def _authorized(self, headers: dict[str, str]) -> bool:
@@ -123,7 +129,7 @@ class Runner:
                 raise HTTPError(405, f"{request.path} takes {', '.join(methods)}")
             await httpio.read_body(reader, request)
             try:
-                await handler(request, writer)
+                await handler(request, reader, writer)
             except (HTTPError, ConnectionError):
                 raise
             except Exception:
@@ -141,40 +147,60 @@ class Runner:
         else:
             await writer.drain()
 
-    async def _healthz(self, request: Request, writer: asyncio.StreamWriter) -> None:
-        terminal = self.terminal
+    @property
+    def _started(self) -> bool:
+        return self.terminal is not None or self.conversation is not None
+
+    async def _healthz(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        harness = self.terminal or (self.conversation.harness if self.conversation else None)
         writer.write(
             httpio.json_response(
                 200,
                 {
                     "ok": True,
-                    "started": terminal is not None,
-                    "exit_code": terminal.exit_code if terminal else None,
+                    "started": self._started,
+                    "exit_code": harness.exit_code if harness else None,
+                    "turn": self.conversation is not None and self.conversation.busy,
                 },
             )
         )
 
-    async def _start(self, request: Request, writer: asyncio.StreamWriter) -> None:
+    async def _start(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         body = request.json_object()
+        api = _optional_string(body.get("api"), "api")
         argv = _string_list(body.get("argv"), "argv")
         env = _string_dict(body.get("env", {}), "env")
         cwd = _optional_string(body.get("cwd", "/work"), "cwd") or "/work"
         cols = _dimension(body.get("cols", 80), "cols")
         rows = _dimension(body.get("rows", 24), "rows")
-        if self.terminal is not None or self._starting:
+        history = turns.parse_history(body.get("history", []))
+        if self._started or self._starting:
             raise HTTPError(409, "the harness was already started")
         self._starting = True
         try:
-            self.terminal = await Terminal.spawn(argv, env, cwd, cols, rows, self._recorder)
+            if api:
+                self.conversation = await turns.start(api, argv, env, cwd, history)
+                pid = self.conversation.harness.pid
+            else:
+                self.terminal = await Terminal.spawn(argv, env, cwd, cols, rows, self._recorder)
+                pid = self.terminal.process.pid
         except OSError as exc:
             raise HTTPError(400, f"cannot start {argv[0]!r} in {cwd!r}: {exc.strerror}") from None
+        except HarnessError as exc:
+            raise HTTPError(400, f"the harness did not start: {exc}") from None
         finally:
             self._starting = False
         self._env, self._cwd = env, cwd
-        log.info("harness started: pid %s", self.terminal.process.pid)
-        writer.write(httpio.json_response(200, {"pid": self.terminal.process.pid}))
+        log.info("harness started: pid %s", pid)
+        writer.write(httpio.json_response(200, {"pid": pid}))
 
-    async def _exec(self, request: Request, writer: asyncio.StreamWriter) -> None:
+    async def _exec(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         body = request.json_object()
         argv = _string_list(body.get("argv"), "argv")
         cwd = _optional_string(body.get("cwd"), "cwd") or self._cwd
@@ -200,11 +226,35 @@ class Runner:
         finally:
             await events.aclose()
 
-    async def _recording(self, request: Request, writer: asyncio.StreamWriter) -> None:
+    async def _recording(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         data = self._recorder.read() if self._recorder else None
         if data is None:
             raise HTTPError(404, "no recording")
         writer.write(httpio.response(200, data, "application/x-asciicast"))
+
+    def _api_conversation(self) -> Conversation:
+        if self.conversation is None:
+            started = "runs in a terminal" if self.terminal else "was not started"
+            raise HTTPError(409, f"no API harness: the harness {started}")
+        return self.conversation
+
+    async def _turn(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await turns.turn(self._api_conversation(), request, reader, writer)
+
+    async def _abort(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        aborted = await self._api_conversation().abort()
+        writer.write(httpio.json_response(200, {"aborted": aborted}))
+
+    async def _events(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await turns.events(self._api_conversation(), request, reader, writer)
 
     async def _tty(
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -240,6 +290,8 @@ class Runner:
         """Kill the harness's process group, close clients with 1001, stop running commands."""
         if self.terminal is not None:
             self.terminal.kill()
+        if self.conversation is not None:
+            await self.conversation.close()
         pending = set(self._connections)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)

@@ -325,6 +325,48 @@ def test_chat_agent_opens_a_repl_that_streams_replies(api: FakeApi, make_env) ->
     assert f"lap attach {SESSION_ID}" in result.stderr
 
 
+def test_chat_streams_text_not_reasoning_and_reports_an_abort(api: FakeApi, make_env) -> None:
+    """The platform's frames: parts start empty, grow by deltas, settle whole; done carries
+    the message (an aborted turn has ``info.error``)."""
+    api.on("GET", "/agents", paged([agent("helper", 500, tui=False)]))
+    bring_up(api, [session(supports_tui=False)])
+
+    def event(kind: str, **properties: Any) -> dict[str, Any]:
+        return {"type": "harness_event", "event": {"type": kind, "properties": properties}}
+
+    text = {"id": "t1", "type": "text", "text": ""}
+    thought = {"id": "r1", "type": "reasoning", "text": ""}
+    frames = [
+        {"type": "ready"},
+        event("message.part.updated", part=thought),
+        event("message.part.delta", partID="r1", field="text", delta="pondering"),
+        event("message.part.updated", part=text),
+        event("message.part.delta", partID="t1", field="text", delta="Hel"),
+        event("message.part.delta", partID="t1", field="text", delta="lo"),
+        event("message.part.updated", part={**text, "text": "Hello"}),
+        {
+            "type": "done",
+            "message": {
+                "info": {"error": {"name": "MessageAbortedError"}},
+                "parts": [{**thought, "text": "pondering"}, {**text, "text": "Hello there"}],
+            },
+        },
+    ]
+    api.on(
+        "POST",
+        f"/sessions/{SESSION_ID}/message_stream",
+        lambda r: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=sse(*frames)
+        ),
+    )
+    result = invoke(make_env(), "helper", input="hi\n")
+    assert result.exit_code == 0, result.output
+    assert "Hello there\n" in result.stdout
+    assert "pondering" not in result.stdout
+    assert "HelloHello" not in result.stdout
+    assert "[aborted]" in result.stderr
+
+
 # -- exec ---------------------------------------------------------------------------------------
 
 

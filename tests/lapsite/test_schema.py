@@ -20,6 +20,12 @@ def test_schema_validates_without_warnings(tmp_path):
         "/api/v1/managed_agents/sessions/{session_id}",
         "/api/v1/managed_agents/sessions/{session_id}/exec",
         "/api/v1/managed_agents/sessions/{session_id}/recording",
+        "/api/v1/managed_agents/sessions/{session_id}/message",
+        "/api/v1/managed_agents/sessions/{session_id}/message_stream",
+        "/api/v1/managed_agents/sessions/{session_id}/messages",
+        "/api/v1/managed_agents/sessions/{session_id}/events",
+        "/api/v1/managed_agents/sessions/{session_id}/abort",
+        "/api/v1/managed_agents/sessions/{session_id}/restart",
         "/healthz",
         "/metrics",
     ):
@@ -27,6 +33,8 @@ def test_schema_validates_without_warnings(tmp_path):
     create = paths["/api/v1/managed_agents/agents"]["post"]["responses"]
     assert create["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
     assert "401" in paths["/api/v1/managed_agents/sessions"]["get"]["responses"]
+    stream = paths["/api/v1/managed_agents/sessions/{session_id}/message_stream"]["post"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
     assert "security" not in paths["/healthz"]["get"] or paths["/healthz"]["get"]["security"] == [
         {}
     ]

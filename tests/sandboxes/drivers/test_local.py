@@ -533,8 +533,8 @@ def test_list_reports_an_oom_killed_sandbox(driver, ready):
     assert (info.state, info.reason) == ("exited", "OOMKilled")
 
 
-def test_sandbox_env_points_at_the_relayed_proxy_and_the_vault_ca():
-    env = LocalDriver.sandbox_env()
+def test_sandbox_env_points_at_the_relayed_proxy_and_the_vault_ca(lap_home):
+    env = LocalDriver(lap_home).sandbox_env()
     assert env["HTTPS_PROXY"] == env["http_proxy"] == "http://127.0.0.1:3128"
     assert env["NO_PROXY"] == "localhost,127.0.0.1"
     assert env["NODE_USE_ENV_PROXY"] == "1"
@@ -546,3 +546,50 @@ def test_sandbox_env_points_at_the_relayed_proxy_and_the_vault_ca():
         "NODE_EXTRA_CA_CERTS",
     ):
         assert env[name] == "/etc/lap/ca-bundle.pem"
+
+
+@pytest.fixture
+def tools(lap_home):
+    """A harness tools directory as ``make harnesses`` lays it out, with one CLI and one module."""
+    tools = lap_home.parent / "tools"
+    (tools / "node" / "node_modules" / ".bin").mkdir(parents=True)
+    (tools / "python").mkdir()
+    cli = tools / "node" / "node_modules" / ".bin" / "lap-fake-cli"
+    cli.write_text("#!/bin/sh\necho fake cli ran as $(id -u)\n")
+    cli.chmod(0o755)
+    (tools / "python" / "lapfakesdk.py").write_text("VERSION = 'fake-sdk-1'\n")
+    return tools
+
+
+def test_tools_directory_is_bound_read_only_and_on_the_harness_path(lap_home, tools):
+    driver = LocalDriver(lap_home, uid_base=UID_BASE, tools=tools)
+    env = driver.sandbox_env()
+    assert env["PATH"].split(":")[:2] == ["/opt/lap-tools/node/node_modules/.bin", "/opt/lap/bin"]
+    assert env["HOME"] == "/work"
+    spec = SandboxSpec(sandbox_id=str(uuid.uuid4()), harness="shell", runner_token="t" * 32)
+    handle = driver.create(spec)
+    try:
+        driver.wait_ready(handle, READY_TIMEOUT)
+        script = (
+            "lap-fake-cli; "
+            'PYTHONPATH=$HARNESS_PYTHONPATH python3 -c "import lapfakesdk, sys; '
+            'print(lapfakesdk.VERSION, sys.version_info[:2])"; '
+            "touch /opt/lap-tools/probe 2>&1 || echo read-only"
+        )
+        with RunnerClient(driver.endpoints(handle).runner_url, spec.runner_token) as client:
+            events = list(client.exec(["sh", "-c", script], timeout=60, env=env))
+    finally:
+        driver.destroy(handle)
+    out = "".join(e.get("data", "") for e in events)
+    assert events[-1]["exit_code"] == 0, out
+    assert "fake cli ran as" in out
+    assert f"fake-sdk-1 {tuple(sys.version_info[:2])}" in out  # the platform's interpreter
+    assert "read-only" in out
+    assert not (tools / "probe").exists()
+
+
+def test_without_a_tools_directory_nothing_is_bound(lap_home):
+    driver = LocalDriver(lap_home, tools=lap_home / "missing")
+    env = driver.sandbox_env()
+    assert "/opt/lap-tools" not in env["PATH"]
+    assert "HARNESS_PYTHONPATH" not in env

@@ -38,10 +38,15 @@ def test_requests_without_the_right_token_get_401(runner, token):
 
 
 def test_health_before_and_after_start(runner):
-    assert runner.client.health() == {"ok": True, "started": False, "exit_code": None}
+    assert runner.client.health() == {
+        "ok": True,
+        "started": False,
+        "exit_code": None,
+        "turn": False,
+    }
     pid = runner.start_shell()
     assert pid > 0 and is_alive(pid)
-    assert runner.client.health() == {"ok": True, "started": True, "exit_code": None}
+    assert runner.client.health() == {"ok": True, "started": True, "exit_code": None, "turn": False}
 
 
 def test_start_twice_is_409(runner):

@@ -231,7 +231,7 @@ async def test_harness_exit_is_delivered(runner):
     assert b"bye-now" in b"".join(f for f in frames if isinstance(f, bytes))
     assert frames[-1] == '{"type": "exit", "code": 7}'
     assert closed is not None and closed.rcvd.code == 1000
-    assert runner.client.health() == {"ok": True, "started": True, "exit_code": 7}
+    assert runner.client.health() == {"ok": True, "started": True, "exit_code": 7, "turn": False}
     # A client attaching afterwards still sees the last screen, then the exit.
     late = await runner.client.connect_tty()
     assert b"bye-now" in await asyncio.wait_for(late.recv(), 5)

@@ -3,6 +3,7 @@ that carry what each image copies, Python versions taken from the exact lock."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -123,12 +124,28 @@ def test_python_dependencies_take_their_versions_from_the_lock(image):
     assert "-c requirements.txt" in (DOCKER / image / "Dockerfile").read_text()
 
 
-def test_the_agent_sdk_image_installs_an_exact_lock():
-    lines = (DOCKER / "harness-claude-agent-sdk" / "requirements.txt").read_text().splitlines()
+def test_the_agent_sdk_image_installs_the_harness_lock():
+    """The image installs the same exact lock as ``make harnesses`` does for local sandboxes."""
+    lines = (ROOT / "harnesses" / "sdk-requirements.txt").read_text().splitlines()
     pins = [line for line in lines if line and not line.startswith("#")]
     assert any(pin.startswith("claude-agent-sdk==") for pin in pins)
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.+-]*", pin) for pin in pins)
-    assert "--no-deps" in (DOCKER / "harness-claude-agent-sdk" / "Dockerfile").read_text()
+    dockerfile = (DOCKER / "harness-claude-agent-sdk" / "Dockerfile").read_text()
+    assert "source=harnesses/sdk-requirements.txt" in dockerfile
+    assert "--no-deps" in dockerfile
+
+
+@pytest.mark.parametrize(
+    ("image", "arg", "package"),
+    [
+        ("harness-claude-code", "CLAUDE_CODE_VERSION", "@anthropic-ai/claude-code"),
+        ("harness-codex", "CODEX_VERSION", "@openai/codex"),
+        ("harness-opencode", "OPENCODE_VERSION", "opencode-ai"),
+    ],
+)
+def test_cli_images_pin_the_versions_make_harnesses_installs(image, arg, package):
+    pins = json.loads((ROOT / "harnesses" / "package.json").read_text())["dependencies"]
+    assert build_arg(DOCKER / image / "Dockerfile", arg) == pins[package]
 
 
 def assemble(image: str, into: Path) -> None:

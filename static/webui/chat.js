@@ -79,9 +79,10 @@
     const body = await response.json();
     const messages = Array.isArray(body) ? body : body.data || body.messages || [];
     for (const stored of messages) {
-      const message = messageItem(stored.role || "assistant");
+      const info = stored.info || stored; // the log's entries are {info: {role, status}, parts}
+      const message = messageItem(info.role || "assistant");
       (stored.parts || []).forEach((part, index) => setPart(message, part, part.id || index));
-      if (stored.status === "failed") message.item.classList.add("failed");
+      if (info.status === "failed") message.item.classList.add("failed");
     }
   }
 
@@ -94,7 +95,15 @@
       if (event.type === "message.updated" && props.info) turn.roles.set(props.info.id, props.info.role);
       if (event.type === "message.part.updated" && props.part) {
         if (turn.roles.get(props.part.messageID) === "user") return; // our own message echoed
+        turn.parts.set(props.part.id, { ...props.part });
         setPart(turn.reply, props.part, props.part.id);
+      }
+      if (event.type === "message.part.delta" && turn.parts.has(props.partID)) {
+        // Text as it is written: appended to the part its message.part.updated started.
+        const part = turn.parts.get(props.partID);
+        const field = props.field || "text";
+        part[field] = (part[field] || "") + (props.delta || "");
+        setPart(turn.reply, part, part.id);
       }
       return;
     }
@@ -145,7 +154,7 @@
   async function sendMessage(text) {
     const mine = messageItem("user");
     setPart(mine, { type: "text", text }, "text");
-    const turn = { reply: messageItem("assistant"), roles: new Map(), plain: "" };
+    const turn = { reply: messageItem("assistant"), roles: new Map(), parts: new Map(), plain: "" };
     turn.reply.item.classList.add("streaming");
     inFlight = new AbortController();
     sendButton.disabled = true;

@@ -1,10 +1,9 @@
-"""The chat page of an API harness in a real browser, against the SSE contract of
-``POST /sessions/{id}/message_stream`` (DESIGN.md, REST API).
-
-That endpoint and ``GET /messages``, ``POST /abort`` and ``/restart`` are being built on another
-branch, so the browser's requests to them are answered here by Playwright (``page.route``) with
-frames in the contract's shape; everything else (login, the page, its script) is the real UI
-served by Django with the FakeDriver behind it.
+"""The chat page of an API harness in a real browser, frame by frame: the browser's requests
+to ``/messages``, ``/message_stream``, ``/abort`` and ``/restart`` are answered here by
+Playwright (``page.route``) with frames in the platform's shapes, so every rendering rule is
+pinned without a harness; everything else (login, the page, its script) is the real UI served
+by Django with the FakeDriver behind it. ``test_browser_chat.py`` runs the same page against a
+real Agent SDK session.
 """
 
 from __future__ import annotations
@@ -21,11 +20,12 @@ from tests.ui.conftest import screenshot
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HISTORY = [
-    {"seq": 0, "role": "user", "status": "complete", "parts": [{"type": "text", "text": "hello"}]},
     {
-        "seq": 1,
-        "role": "assistant",
-        "status": "complete",
+        "info": {"id": "u1", "role": "user", "status": "complete"},
+        "parts": [{"type": "text", "text": "hello"}],
+    },
+    {
+        "info": {"id": "a1", "role": "assistant", "status": "complete"},
         "parts": [{"id": "p1", "type": "text", "text": "Hi! What shall we build?"}],
     },
 ]

@@ -15,6 +15,10 @@ from lapsite.errors import LapError
 
 logger = logging.getLogger(__name__)
 
+# The largest ``offset`` a paged list accepts: far beyond any real page, and small enough that
+# ``offset + limit`` stays inside the databases' 64-bit integers (a larger one was a 503).
+MAX_OFFSET = 2**31 - 1
+
 
 def _first_message(detail: object) -> str:
     """Flatten DRF's nested error detail to one readable line."""

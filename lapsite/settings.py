@@ -146,6 +146,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "lapsite.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # A JSON API (as LAP clients speak it): form bodies cannot carry its maps and lists, and a
+    # ?format= override only turned unknown values into 404s; Accept negotiates instead.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "URL_FORMAT_OVERRIDE": None,
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -30,7 +30,7 @@ from prometheus_client import Histogram
 
 from agents.harnesses import harness_get
 from agents.models import Agent
-from agents.validation import env_var_errors, first_error
+from agents.validation import env_var_errors, first_error, label_errors
 from lapsite.errors import Conflict, LapError, NotFound
 from sandboxes.drivers.base import (
     LABEL_AGENT,
@@ -159,10 +159,11 @@ def session_create(
 
     After commit, ``session_start`` claims a warm sandbox at once or enqueues a cold
     bring-up; the caller polls the session. Raises ``SessionInvalid`` for
-    bad ``env_vars`` and ``Conflict`` when the agent's harness is unknown.
+    bad ``env_vars`` or a title with control characters, and ``Conflict`` when the agent's
+    harness is unknown.
     """
     env_plain = dict(env_vars or {})
-    errors = env_var_errors(env_plain)
+    errors = env_var_errors(env_plain) | label_errors("title", title)
     if errors:
         raise SessionInvalid(first_error(errors))
     if harness_get(agent.harness_id) is None:

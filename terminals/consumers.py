@@ -23,10 +23,17 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from sandboxes.runner.protocol import MAX_MESSAGE
 from sandboxes.runner_client import RunnerClient, RunnerError
 from sandboxes.services import session_touch
 from terminals import services
-from terminals.access import CLOSE_RUNNER_UNAVAILABLE, TerminalDenied, credentials_from_scope
+from terminals.access import (
+    CLOSE_NOT_FOUND,
+    CLOSE_RUNNER_UNAVAILABLE,
+    CLOSE_TOO_BIG,
+    TerminalDenied,
+    credentials_from_scope,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +64,13 @@ async def terminal_bridge(scope: dict, receive, send) -> None:
     try:
         while (message := await receive())["type"] == "websocket.receive":
             data = message.get("bytes")
+            frame = data if data is not None else message.get("text", "")
+            if _too_big(frame):  # the runner would drop the connection without a reason
+                reason = f"message too big (at most {MAX_MESSAGE} bytes)"
+                await send({"type": "websocket.close", "code": CLOSE_TOO_BIG, "reason": reason})
+                break
             with contextlib.suppress(ConnectionClosed):  # the pump ends the client socket
-                await runner.send(data if data is not None else message.get("text", ""))
+                await runner.send(frame)
             if time.monotonic() - last_touch > TOUCH_INTERVAL:
                 await touch(session_id)
                 last_touch = time.monotonic()
@@ -68,6 +80,13 @@ async def terminal_bridge(scope: dict, receive, send) -> None:
             await pump
         await runner.close()
         await touch(session_id)
+
+
+def _too_big(frame: bytes | str) -> bool:
+    """Over the runner's message limit (counted in bytes; a text character is up to 4)."""
+    if isinstance(frame, str) and len(frame) * 4 > MAX_MESSAGE:
+        return len(frame.encode()) > MAX_MESSAGE
+    return len(frame) > MAX_MESSAGE
 
 
 async def _connect_runner(scope: dict, session_id: str, send) -> ClientConnection | None:
@@ -102,6 +121,15 @@ async def _pump_runner_output(runner: ClientConnection, send) -> None:
             "code": code if code in FORWARDED_CLOSE_CODES else CLOSE_RUNNER_UNAVAILABLE,
         }
     )
+
+
+async def no_terminal(scope: dict, receive, send) -> None:
+    """ASGI app for WebSocket paths that are no session's terminal: close 4404."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": CLOSE_NOT_FOUND, "reason": "no terminal here"})
+    await _wait_for_disconnect(receive)
 
 
 async def _wait_for_disconnect(receive) -> None:

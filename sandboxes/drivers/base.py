@@ -15,6 +15,9 @@ Every driver promises:
   owned; destroying a sandbox that is already gone succeeds.
 - ``list()`` returns every sandbox the driver knows, with its labels, so
   reconcile can find orphans and sandboxes that died (with the reason).
+- ``vault_restart(handle)`` starts the sandbox's vault sidecar again if it died (returns
+  whether it did; the platform then pushes the bundle again). A driver whose runtime
+  restarts the sidecar itself (Kubernetes native sidecars) returns False.
 - ``sandbox_env()`` gives the variables every harness env must carry to use the
   sandbox's own services (the vault proxy address, the vault's CA bundle); the
   platform merges them into the env it passes to the runner's ``/start``.
@@ -104,5 +107,7 @@ class SandboxDriver(Protocol):
     def destroy(self, handle: SandboxHandle) -> None: ...
 
     def list(self) -> list[SandboxInfo]: ...
+
+    def vault_restart(self, handle: SandboxHandle) -> bool: ...
 
     def sandbox_env(self) -> dict[str, str]: ...

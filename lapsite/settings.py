@@ -90,9 +90,10 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{LAP_HOME / 'lap.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several processes (daphne, the q cluster) share the file: wait for locks.
+    # Several processes (daphne, the q cluster) share the file: wait this many seconds for a
+    # lock, then fail (the API answers 503).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+        {"timeout": env.int("LAP_SQLITE_TIMEOUT", default=20), "transaction_mode": "IMMEDIATE"}
     )
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -20,6 +20,7 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -43,7 +44,14 @@ TOUCH_INTERVAL = 30.0
 # was stopped, or the runner shut down) becomes 4503. daphne can only send 1000 or 3000-4999.
 FORWARDED_CLOSE_CODES = {1000, 4408, 4409}
 
-touch = database_sync_to_async(session_touch)
+
+@database_sync_to_async
+def touch(session_id: str) -> None:
+    """Record activity; a database outage must not end a terminal that needs no database."""
+    try:
+        session_touch(session_id)
+    except DatabaseError as error:
+        logger.warning("session %s: activity not recorded: %s", session_id, type(error).__name__)
 
 
 async def terminal_bridge(scope: dict, receive, send) -> None:
@@ -101,6 +109,9 @@ async def _connect_runner(scope: dict, session_id: str, send) -> ClientConnectio
         await send({"type": "websocket.close", "code": denied.code, "reason": denied.reason})
     except (RunnerError, OSError) as error:
         logger.warning("session %s: runner unreachable: %s", session_id, error)
+        await send({"type": "websocket.close", "code": CLOSE_RUNNER_UNAVAILABLE})
+    except DatabaseError as error:
+        logger.warning("session %s: database unavailable: %s", session_id, type(error).__name__)
         await send({"type": "websocket.close", "code": CLOSE_RUNNER_UNAVAILABLE})
     return None
 

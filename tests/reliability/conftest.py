@@ -25,16 +25,19 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="module")
 def start_platform() -> Iterator[Callable[..., LivePlatform]]:
-    """``start_platform(**env)``: a platform of this module's own (its state, database and
-    sandboxes are not shared), stopped with everything it started after the module."""
+    """``start_platform(prepare=None, **env)``: a platform of this module's own (its state,
+    database and sandboxes are not shared), stopped with everything it started after the
+    module. ``prepare(platform)`` runs before it starts (e.g. to point it at a proxy)."""
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
     started: list[LivePlatform] = []
 
-    def start(**env: str) -> LivePlatform:
+    def start(prepare: Callable[[LivePlatform], object] | None = None, **env: str) -> LivePlatform:
         platform = LivePlatform()
         platform.env.update(env)
         started.append(platform)
+        if prepare is not None:
+            prepare(platform)
         return platform.start()
 
     yield start

@@ -327,6 +327,10 @@ class LocalDriver:
         for name in ("work", "tmp", "run"):
             (directory / name).mkdir(mode=0o700)
             os.chown(directory / name, uid, uid)
+        token_file = directory / "run" / local_jail.RUNNER_TOKEN_FILE
+        with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(spec.runner_token)
+        os.chown(token_file, uid, uid)
         local_jail.write_etc(directory / "etc", uid, uid, hostname)
         stage: list[str] = []
         if self.privileged:
@@ -386,7 +390,7 @@ class LocalDriver:
                         *self._as_uid(uid),
                         *argv,
                     ],
-                    env=local_jail.runner_env(spec.runner_token, tools.is_dir()),
+                    env=local_jail.runner_env(tools.is_dir()),
                     log=directory / "jail.log",
                     cgroup_procs=[f"{group}/cgroup.procs" for group in groups.values()],
                     pass_fds=(status.fileno(),),

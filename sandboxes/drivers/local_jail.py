@@ -41,6 +41,7 @@ JAIL_RUN = "/run/lap"
 JAIL_TMP = "/tmp"  # noqa: S108 - the jail's own /tmp, a private bind
 JAIL_SHM = "/dev/shm"  # noqa: S108 - the jail's own tmpfs
 RUNNER_SOCKET = "runner.sock"
+RUNNER_TOKEN_FILE = "runner-token"  # noqa: S105 - a file name; the runner reads and removes it
 PROXY_SOCKET = "proxy.sock"
 PROXY_ADDRESS = "127.0.0.1:3128"
 JAIL_CA_BUNDLE = "/etc/lap/ca-bundle.pem"
@@ -235,11 +236,14 @@ def runner_command(runtime: Runtime) -> list[str]:
         f"{PROXY_ADDRESS}=unix:{JAIL_RUN}/{PROXY_SOCKET}",
         "--recording",
         f"{JAIL_RUN}/recording.cast",
+        "--token-file",
+        f"{JAIL_RUN}/{RUNNER_TOKEN_FILE}",
     ]
 
 
-def runner_env(token: str, has_tools: bool) -> dict[str, str]:
-    """The runner's whole environment; nothing of the platform's environment leaks in."""
+def runner_env(has_tools: bool) -> dict[str, str]:
+    """The runner's whole environment; nothing of the platform's environment leaks in, and
+    no token: the environment of the jail's processes stays readable in their /proc."""
     path = "/usr/local/bin:/usr/bin:/bin"
     return {
         "PATH": f"{JAIL_TOOLS}/bin:{path}" if has_tools else path,
@@ -249,7 +253,6 @@ def runner_env(token: str, has_tools: bool) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "TMPDIR": JAIL_TMP,
         "PYTHONPATH": JAIL_LIB,
-        "LAP_RUNNER_TOKEN": token,
         **SANDBOX_ENV,
     }
 

@@ -6,7 +6,8 @@ platform. ``docs/runner-protocol.md`` is the contract; in short:
 
 - ``GET /healthz``, ``POST /start``, ``POST /exec`` (streamed NDJSON), ``GET /recording``
   and the WebSocket ``/tty``, each authenticated with ``Authorization: Bearer <token>``
-  (``LAP_RUNNER_TOKEN``, removed from the environment at start-up).
+  (``--token-file`` or ``LAP_RUNNER_TOKEN``, both removed at start-up; the runner is then
+  non-dumpable, so the harness under the same uid cannot read it from its memory).
 - ``/tty`` fans the PTY out to any number of clients; each new client first gets one frame
   with the scrollback and the current screen (``screen.py``), then the live stream. A client
   that falls behind is closed with 4408, never waited for (``ws.py``).

@@ -18,13 +18,11 @@ than wait for its schedule.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import secrets
 import signal
 import time
-from pathlib import Path
 
 import pytest
 import trustme
@@ -34,37 +32,13 @@ from sandboxes.drivers.local import LocalDriver
 from tests.e2e.terminal import attach, read_until
 from tests.e2e.test_vault import EchoServer, curl, sh
 from tests.live import LivePlatform
+from tests.reliability.local_sandboxes import alive, sandbox_of, wait_for
 from tests.reliability.outage import CuttableProxy, sqlite_locked
 from tests.reliability.sizes import sized
 
 RECONCILE = "sandboxes.tasks.sandbox_reconcile"
 CREATING_TIMEOUT = 20
 OUTAGE_SECONDS = 10
-
-
-def sandbox_of(platform: LivePlatform, session_id: str) -> tuple[Path, dict]:
-    """The local driver's directory and meta of the session's sandbox."""
-    for meta_file in (platform.home / "sandboxes").glob("*/meta.json"):
-        meta = json.loads(meta_file.read_text())
-        if meta["labels"].get("lap.session/id") == session_id:
-            return meta_file.parent, meta
-    raise AssertionError(f"no sandbox for session {session_id}")
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return result
 
 
 # --- a worker killed during bring-up -----------------------------------------------------

@@ -24,6 +24,7 @@ import pytest
 from tests.reliability.sizes import FULL, sized
 
 ST = str(Path(sys.executable).with_name("st"))
+BUDGET = sized(300, 1800)  # seconds for one schemathesis run
 RESPONSE_CHECKS = [
     "not_a_server_error",
     "status_code_conformance",
@@ -76,7 +77,7 @@ def fuzz(schema_file: Path, url: str, *, checks, phases: str, examples: int, hea
         argv,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=BUDGET,
         check=False,
         cwd=schema_file.parent,  # st keeps a cache directory in its working directory
     )
@@ -85,6 +86,7 @@ def fuzz(schema_file: Path, url: str, *, checks, phases: str, examples: int, hea
     assert "Tested:" in report, report[-4000:]
 
 
+@pytest.mark.timeout(BUDGET + 60)
 def test_fuzz_with_the_master_key(platform, schema_file):
     fuzz(
         schema_file,
@@ -96,6 +98,7 @@ def test_fuzz_with_the_master_key(platform, schema_file):
     )
 
 
+@pytest.mark.timeout(BUDGET + 60)
 @pytest.mark.parametrize(
     "headers",
     [[], ["Authorization: Bearer not-a-key"], ["Authorization: Basic bGFwOmxhcA=="]],

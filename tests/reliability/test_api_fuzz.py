@@ -51,7 +51,7 @@ def platform(start_platform):
 def schema_file(platform, tmp_path_factory) -> Path:
     """The schema as the platform serves it (fetched once: a wrong credential would get 401
     for the schema itself, before any operation is tried)."""
-    reply = httpx.get(f"{platform.url}/api/schema/", params={"format": "json"}, timeout=30)
+    reply = httpx.get(f"{platform.url}/api/schema/", timeout=30)
     assert reply.status_code == 200, reply.text
     path = tmp_path_factory.mktemp("schema") / "openapi.yaml"
     path.write_bytes(reply.content)

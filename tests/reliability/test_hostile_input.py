@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 
@@ -21,6 +22,7 @@ from sandboxes.runner.protocol import MAX_SIZE
 from tests.e2e.terminal import attach, read_until, resize
 
 TEN_MB = 10 * 1024 * 1024
+API_PREFIX = "/api/v1/managed_agents"
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +146,54 @@ def test_paging_numbers_out_of_range_are_400(platform, bystander):
 def test_path_tricks_in_ids_are_404(platform, bystander, path):
     reply = platform.api("GET", path.replace("{id}", bystander["id"]))
     assert_error(reply, 404, "not_found")
+
+
+def operations(platform) -> list[tuple[str, str, dict]]:
+    """(method, path template, operation) of every API operation in the live schema: what
+    the platform serves, so endpoints added later are attacked too."""
+    schema = platform.client.get(
+        "/api/schema/", headers={"Accept": "application/vnd.oai.openapi+json"}
+    ).json()
+    return [
+        (method.upper(), path, operation)
+        for path, item in schema["paths"].items()
+        if path.startswith(API_PREFIX)
+        for method, operation in item.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
+
+
+TRICKY_IDS = ["..%2F..%2Fagents", "%00", "%2e%2e", "x" * 3000, "%ff%fe", "%0d%0aX-Injected:%201"]
+
+
+def test_every_endpoint_refuses_tricky_ids_with_a_4xx(platform):
+    for method, path, _ in operations(platform):
+        if "{" not in path:
+            continue
+        for trick in TRICKY_IDS:
+            url = re.sub(r"\{[^}]+\}", trick, path).removeprefix(API_PREFIX)
+            reply = platform.api(method, url, json={})
+            assert reply.status_code in (400, 404, 405), (method, url, reply.status_code)
+            assert_error(reply, reply.status_code)
+            assert "X-Injected" not in reply.headers
+
+
+def test_every_endpoint_with_a_body_refuses_huge_and_broken_ones(platform, agent, bystander):
+    ids = {"agent_id": agent, "session_id": bystander["id"]}
+    for method, path, operation in operations(platform):
+        if "requestBody" not in operation or method == "DELETE":
+            continue
+        url = re.sub(r"\{([^}]+)\}", lambda m: ids[m.group(1)], path).removeprefix(API_PREFIX)
+        json_body = {"Content-Type": "application/json"}
+        huge = platform.api(
+            method, url, content=b'{"x": "' + b"a" * (5 << 20) + b'"}', headers=json_body
+        )
+        assert_error(huge, 413, "too_large")
+        broken = platform.api(method, url, content=b'{"x": "\xff"}', headers=json_body)
+        assert_error(broken, 400, "parse_error")
+        form = platform.api(method, url, content=b"x=1", headers={"Content-Type": "text/plain"})
+        assert_error(form, 415)
+    assert platform.api("GET", f"/sessions/{bystander['id']}").json()["status"] == "ready"
 
 
 async def close_of(url: str, token: str | None, send=None) -> tuple[int | None, str, list]:

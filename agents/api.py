@@ -13,6 +13,7 @@ from agents import services
 from agents.harnesses import harness_ids
 from agents.models import Agent
 from agents.validation import agent_errors
+from lapsite.api import MAX_OFFSET
 from lapsite.schema import errors
 
 AGENT_ID = OpenApiParameter(
@@ -120,7 +121,7 @@ class AgentUpdateSerializer(AgentCreateSerializer):
 
 class AgentListQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
     search = serializers.CharField(required=False, allow_blank=True, default="")
 
 

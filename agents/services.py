@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from agents.models import Agent
-from agents.validation import agent_errors, first_error
+from agents.validation import agent_errors, first_error, label_errors
 from lapsite.errors import Conflict, LapError, NotFound
 from sandboxes.services import session_stop_all_for_agent
 from vault import crypto
@@ -48,7 +48,9 @@ def agent_get(agent_id: str) -> Agent:
         lookup = Q(pk=uuid.UUID(agent_id))
     except ValueError:
         lookup = Q(name=agent_id)
-    agent = Agent.objects.filter(lookup).first()
+    # No name holds a control character (validation refuses them), and Postgres refuses a NUL
+    # in a query outright: do not ask.
+    agent = None if label_errors("name", agent_id) else Agent.objects.filter(lookup).first()
     if agent is None:
         raise NotFound(f"agent '{agent_id}' not found")
     return agent

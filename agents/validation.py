@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
@@ -120,11 +121,21 @@ def _repo_url_errors(repo_url: str) -> Errors:
     return {}
 
 
+def label_errors(field: str, value: str) -> Errors:
+    """A name or title shown in lists, terminals and logs: no control or format characters
+    (escape sequences, bidi overrides, NUL) and no lone surrogates."""
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in value):
+        return {field: ["must not contain control characters"]}
+    return {}
+
+
 def _name_errors(name: str) -> Errors:
+    if "/" in name:  # the name is a URL path segment: /agents/{name}
+        return {"name": ["must not contain '/'"]}
     try:
         uuid.UUID(name)
     except ValueError:
-        return {}
+        return label_errors("name", name)
     return {"name": ["must not be a UUID (agents are looked up by id or name)"]}
 
 

@@ -1,29 +1,38 @@
-"""The whole terminal chain on the real platform (issue 3's targets).
+"""The whole terminal chain on the real platform (issue 3's targets), with 1 and with many
+terminals attached at once.
 
-Client → daphne (the Channels bridge) → runner in a bwrap jail → PTY → back: keystroke echo
-RTT and output throughput, beside a bare PTY measured in the same run. Session start (cold
-and warm) is measured by ``bench/warm_pool.py``.
+Client → daphne (the terminal bridge) → runner in a bwrap jail → PTY → back: keystroke echo
+RTT and output throughput, beside a bare PTY measured in the same run. Then ``TERMINALS``
+terminals at once (``MANY_SESSIONS`` sessions, the rest of the terminals attached to them as
+extra clients, which see every byte too): each session floods ``MANY_OUTPUT`` bytes to all
+of its clients at the same moment, then one client per session measures echo while every
+other client keeps reading. Session start (cold and warm) is ``bench/warm_pool.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
+import time
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.report import Row, latency_rows, print_rows, scaled
 from bench.terminal_runner import (
     ECHO_ROUNDS,
     END,
-    FLOODS,
     OUTPUT_BYTES,
-    bare_echo,
-    bare_throughput,
-    percentile,
+    bare_pty,
+    throughput_rows,
     ws_echo,
     ws_throughput,
 )
+from bench.warm_pool import fill_pool
 from tests.live import LivePlatform
+
+TERMINALS = scaled(100, 20)
+MANY_SESSIONS = scaled(20, 4)
+MANY_OUTPUT = scaled(4, 1) * 1024 * 1024
+MANY_ECHO_ROUNDS = scaled(200, 50)
 
 
 async def _attach(platform: LivePlatform, session: dict) -> ClientConnection:
@@ -55,13 +64,75 @@ async def chain_echo(platform: LivePlatform, agent: str) -> list[float]:
     return samples
 
 
+def _flood(size: int, wrap: int) -> bytes:
+    return f"head -c {size} /dev/zero | base64 -w {wrap}; printf '{END.decode()}'\n".encode()
+
+
 async def chain_throughput(platform: LivePlatform, agent: str, wrap: int) -> float:
     ws = await _attach(platform, platform.ready_session(agent))
     await _run_in_shell(ws, "stty -echo; echo GO-$((2+2))", b"GO-4")
-    flood = f"head -c {OUTPUT_BYTES} /dev/zero | base64 -w {wrap}; printf '{END.decode()}'\n"
-    mbps = await ws_throughput(ws, flood.encode())
+    mbps = await ws_throughput(ws, _flood(OUTPUT_BYTES, wrap))
     await ws.close()
     return mbps
+
+
+async def _read_until_end(ws: ClientConnection) -> tuple[int, float]:
+    """Bytes read until the END marker, and when the marker arrived."""
+    total, tail = 0, b""
+    while END not in tail:
+        data = await ws.recv()
+        if isinstance(data, bytes):
+            total += len(data)
+            tail = tail[-len(END) :] + data
+    return total, time.perf_counter()
+
+
+async def _drain(ws: ClientConnection) -> None:
+    """Keep reading (a client that stops reading would be dropped) until cancelled."""
+    while True:
+        await ws.recv()
+
+
+async def many_terminals(platform: LivePlatform, agent: str) -> dict:
+    """Every session floods all its clients at once; then echo, one driver per session."""
+    sessions = [platform.ready_session(agent) for _ in range(MANY_SESSIONS)]
+    per_session = TERMINALS // MANY_SESSIONS
+    groups = [[await _attach(platform, s) for _ in range(per_session)] for s in sessions]
+    for group in groups:
+        await _run_in_shell(group[0], "stty -echo; echo GO-$((2+2))", b"GO-4")
+    clients = [ws for group in groups for ws in group]
+    started = time.perf_counter()
+    readers = [asyncio.create_task(_read_until_end(ws)) for ws in clients]
+    await asyncio.gather(*(group[0].send(_flood(MANY_OUTPUT, 0)) for group in groups))
+    results = await asyncio.gather(*readers)
+    elapsed = max(at for _, at in results) - started
+    per_terminal = [size / (at - started) / 1e6 for size, at in results]
+
+    for group in groups:
+        await _run_in_shell(group[0], "echo READY-$((1+1)); stty raw -echo; exec cat", b"READY-2")
+    drains = [asyncio.create_task(_drain(ws)) for group in groups for ws in group[1:]]
+    await asyncio.sleep(0.2)
+    samples = await asyncio.gather(*(_echo_rounds(group[0]) for group in groups))
+    for task in drains:
+        task.cancel()
+    await asyncio.gather(*drains, return_exceptions=True)
+    for ws in clients:
+        await ws.close()
+    return {
+        "echo": [s for rounds in samples for s in rounds],
+        "total": sum(size for size, _ in results) / elapsed / 1e6,
+        "per_terminal": sum(per_terminal) / len(per_terminal),
+    }
+
+
+async def _echo_rounds(ws: ClientConnection) -> list[float]:
+    samples = []
+    for _ in range(MANY_ECHO_ROUNDS):
+        started = time.perf_counter()
+        await ws.send(b"x")
+        await ws.recv()
+        samples.append(time.perf_counter() - started)
+    return samples
 
 
 async def _measure(platform: LivePlatform) -> dict:
@@ -70,31 +141,49 @@ async def _measure(platform: LivePlatform) -> dict:
         "echo": await chain_echo(platform, agent),
         "lines": await chain_throughput(platform, agent, wrap=76),
         "raw": await chain_throughput(platform, agent, wrap=0),
+        "many": await many_terminals(platform, agent),
     }
 
 
-def main() -> None:
-    bare = {"echo": bare_echo(), **{name: bare_throughput(p) for name, p in FLOODS.items()}}
-    platform = LivePlatform().start()
+def measure() -> list[Row]:
+    bare_samples, bare_mbps = bare_pty()
+    platform = LivePlatform()
+    platform.env["LAP_POOL_MAX"] = str(MANY_SESSIONS + 5)
+    platform.start()
     try:
-        platform.settle_pool()
+        fill_pool(platform, MANY_SESSIONS + 3)  # every session warm: the bench measures terminals
         chain = asyncio.run(_measure(platform))
     finally:
         platform.stop()
-    print(
-        f"\nterminal_chain: client → daphne → runner (bwrap) → PTY; echo n={ECHO_ROUNDS};"
-        f" base64 of {OUTPUT_BYTES >> 20} MiB as 76-column lines and as one line"
+    many = chain["many"]
+    label = f"{TERMINALS} terminals on {MANY_SESSIONS} sessions"
+    return [
+        *latency_rows(
+            "terminal echo, full chain",
+            chain["echo"],
+            bare_samples,
+            "bare PTY",
+            {"p50": "≤ 0.5 ms", "p99": "≤ 2 ms"},
+        ),
+        *throughput_rows("terminal full chain", chain, bare_mbps),
+        *latency_rows(f"terminal echo, {label}", many["echo"], chain["echo"], "1 terminal"),
+        Row(
+            f"terminal output per terminal, {label}",
+            many["per_terminal"],
+            "MB/s",
+            chain["raw"],
+            "1 terminal",
+        ),
+        Row(f"terminal output all terminals, {label}", many["total"], "MB/s"),
+    ]
+
+
+def main() -> None:
+    print_rows(
+        f"terminal_chain: client → daphne → runner (bwrap) → PTY; echo n={ECHO_ROUNDS};"
+        f" base64 of {OUTPUT_BYTES >> 20} MiB; then {TERMINALS} terminals at once",
+        measure(),
     )
-    print(f"{'path':<24}{'echo p50':>12}{'echo p99':>12}{'MB/s lines':>12}{'MB/s raw':>12}")
-    rows = []
-    for label, measured in (("bare PTY (in-process)", bare), ("full chain", chain)):
-        echo = measured["echo"]
-        row = (statistics.median(echo) * 1e3, percentile(echo, 0.99) * 1e3)
-        rows.append((*row, measured["lines"], measured["raw"]))
-        print(f"{label:<24}{row[0]:>9.3f} ms{row[1]:>9.3f} ms", end="")
-        print(f"{measured['lines']:>12.1f}{measured['raw']:>12.1f}")
-    ratios = [c / b for b, c in zip(rows[0], rows[1], strict=True)]
-    print(f"{'ratio chain / bare':<24}" + "".join(f"{r:>11.2f}x" for r in ratios))
 
 
 if __name__ == "__main__":

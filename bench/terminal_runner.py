@@ -14,7 +14,6 @@ import secrets
 import select
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,11 +22,12 @@ from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection
 
+from bench.report import Row, latency_rows, print_rows, scaled
 from sandboxes.runner_client import RunnerClient, RunnerError
 
-ECHO_ROUNDS = 1000
+ECHO_ROUNDS = scaled(1000, 100)
 WARMUP = 50
-OUTPUT_BYTES = 64 * 1024 * 1024
+OUTPUT_BYTES = scaled(64, 8) * 1024 * 1024
 END = b"END-OF-BENCH"
 ECHO_PROGRAM = ["sh", "-c", "stty raw -echo; exec cat"]
 
@@ -47,11 +47,6 @@ def flood_program(wrap: int) -> list[str]:
 FLOODS = {"lines": flood_program(76), "raw": flood_program(0)}
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 TOKEN = secrets.token_hex(16)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- bare PTY ---------------------------------------------------------------------------
@@ -208,22 +203,37 @@ def _through_runner() -> tuple[list[float], dict[str, float]]:
     return echo, throughput
 
 
+def throughput_rows(name: str, measured: dict[str, float], bare: dict[str, float]) -> list[Row]:
+    """MB/s rows for the 76-column-lines and one-line floods against the bare PTY's."""
+    return [
+        Row(f"{name} output, {label}", measured[flood], "MB/s", bare[flood], "bare PTY", target)
+        for flood, label, target in (
+            ("lines", "76-col lines", ""),
+            ("raw", "one line", "≥ 60 MB/s" if "chain" in name else ""),
+        )
+    ]
+
+
+def bare_pty() -> tuple[list[float], dict[str, float]]:
+    """Echo samples and MB/s of the bare PTY, the terminal rows' baseline."""
+    return bare_echo(), {name: bare_throughput(program) for name, program in FLOODS.items()}
+
+
+def measure() -> list[Row]:
+    bare_samples, bare_mbps = bare_pty()
+    echo, mbps = _through_runner()
+    return [
+        *latency_rows("terminal echo, runner hop", echo, bare_samples, "bare PTY"),
+        *throughput_rows("terminal runner hop", mbps, bare_mbps),
+    ]
+
+
 def main() -> None:
-    bare = (bare_echo(), {name: bare_throughput(program) for name, program in FLOODS.items()})
-    runner = _through_runner()
-    rows = []
-    for label, (echo, mbps) in (("bare PTY (in-process)", bare), ("runner /tty (unix)", runner)):
-        p50, p99 = statistics.median(echo) * 1e3, percentile(echo, 0.99) * 1e3
-        rows.append((label, p50, p99, mbps["lines"], mbps["raw"]))
-    print(
-        f"\nterminal_runner: echo n={ECHO_ROUNDS} through raw-mode cat;"
-        f" base64 of {OUTPUT_BYTES >> 20} MiB as 76-column lines and as one line"
+    print_rows(
+        f"terminal_runner: this process → runner /tty (unix socket) → PTY; echo n={ECHO_ROUNDS}"
+        f" through raw-mode cat; base64 of {OUTPUT_BYTES >> 20} MiB",
+        measure(),
     )
-    print(f"{'path':<24}{'echo p50':>12}{'echo p99':>12}{'MB/s lines':>12}{'MB/s raw':>12}")
-    for label, p50, p99, lines, raw in rows:
-        print(f"{label:<24}{p50:>9.3f} ms{p99:>9.3f} ms{lines:>12.1f}{raw:>12.1f}")
-    ratios = [runner / bare for bare, runner in zip(rows[0][1:], rows[1][1:], strict=True)]
-    print(f"{'ratio runner / bare':<24}" + "".join(f"{r:>11.2f}x" for r in ratios))
 
 
 if __name__ == "__main__":

@@ -9,21 +9,21 @@ back to 0 once it is full, so no replacement is provisioned while a run is measu
 from __future__ import annotations
 
 import asyncio
-import os
-import statistics
 import time
 
 from websockets.asyncio.client import connect
 
-from bench.terminal_runner import percentile
+from bench.report import Row, percentile, print_rows, scaled
 from tests.live import LivePlatform
 
-SEQUENTIAL = 50
-CONCURRENT = 20
-COLD_SEQUENTIAL = 10
+SEQUENTIAL = scaled(50, 5)
+CONCURRENT = scaled(20, 5)
+COLD_SEQUENTIAL = scaled(10, 3)
 
 
-def _fill(platform: LivePlatform, count: int) -> None:
+def fill_pool(platform: LivePlatform, count: int) -> None:
+    """``count`` warm shell sandboxes, then a target of 0: nothing is provisioned while a
+    measurement runs."""
     platform.api("PUT", "/pool", json={"targets": {"shell": count}}).raise_for_status()
     deadline = time.monotonic() + 600
     while True:
@@ -70,7 +70,14 @@ def _stop_all(platform: LivePlatform) -> None:
         platform.api("DELETE", f"/sessions/{session['id']}")
 
 
-def main() -> None:
+TARGETS = {
+    ("warm", "sequential", "ready p50"): "≤ 50 ms",
+    ("warm", "sequential", "ready p95"): "≤ 150 ms",
+    ("cold", "sequential", "ready p50"): "≤ 1 s",
+}
+
+
+def measure() -> list[Row]:
     platform = LivePlatform()
     platform.env["LAP_POOL_MAX"] = str(SEQUENTIAL + 10)
     platform.start()
@@ -79,16 +86,16 @@ def main() -> None:
         agent = platform.create_agent("bench-pool")["name"]
         for label, count, concurrent in (
             ("sequential", SEQUENTIAL, False),
-            ("concurrent", CONCURRENT, True),
+            (f"{CONCURRENT} concurrent", CONCURRENT, True),
         ):
-            _fill(platform, count)
+            fill_pool(platform, count)
             results[("warm", label)] = asyncio.run(
                 _run(platform, agent, count, concurrent=concurrent)
             )
             _stop_all(platform)
         for label, count, concurrent in (
             ("sequential", COLD_SEQUENTIAL, False),
-            ("concurrent", CONCURRENT, True),
+            (f"{CONCURRENT} concurrent", CONCURRENT, True),
         ):
             results[("cold", label)] = asyncio.run(
                 _run(platform, agent, count, concurrent=concurrent)
@@ -96,18 +103,22 @@ def main() -> None:
             _stop_all(platform)
     finally:
         platform.stop()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print("\nwarm_pool: POST /agents/{id}/session → ready / first terminal byte, local driver")
-    print(f"(load average before the report: {load}; {os.cpu_count()} CPUs)")
-    print(f"{'start':<6}{'run':<12}{'n':>4}  {'measure':<11}{'p50':>9}{'p95':>9}{'max':>9}")
+    rows = []
     for (start, label), values in results.items():
-        for index, measure in enumerate(("ready", "first_byte")):
-            series = [v[index] for v in values]
-            print(
-                f"{start:<6}{label:<12}{len(series):>4}  {measure:<11}"
-                f"{statistics.median(series) * 1e3:>6.0f} ms"
-                f"{percentile(series, 0.95) * 1e3:>6.0f} ms{max(series) * 1e3:>6.0f} ms"
-            )
+        ready, first_byte = ([v[i] for v in values] for i in (0, 1))
+        for name, series, q in (
+            ("ready p50", ready, 0.5),
+            ("ready p95", ready, 0.95),
+            ("first byte p50", first_byte, 0.5),
+        ):
+            target = TARGETS.get((start, label, name), "")
+            metric = f"session {start} start, {label} (n={len(values)}): {name}"
+            rows.append(Row(metric, percentile(series, q) * 1e3, "ms", target=target))
+    return rows
+
+
+def main() -> None:
+    print_rows("warm_pool: POST /agents/{id}/session → ready / first terminal byte", measure())
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4408
 CLOSE_NOT_READY = 4409
+CLOSE_TOO_BIG = 4413
 
 CLOSE_MESSAGES = {
     CLOSE_UNAUTHORIZED: "the terminal refused the session token (run: lap login, then re-attach)",
@@ -49,6 +50,7 @@ CLOSE_MESSAGES = {
     CLOSE_NOT_FOUND: "the session's terminal does not exist (the session may have ended)",
     CLOSE_TOO_SLOW: "the server dropped this terminal: the connection was too slow to keep up",
     CLOSE_NOT_READY: "the session is not ready for a terminal yet (try again in a moment)",
+    CLOSE_TOO_BIG: "the server refused a terminal message over 1 MiB",
 }
 HANDSHAKE_MESSAGES = {
     401: CLOSE_MESSAGES[CLOSE_UNAUTHORIZED],

@@ -1,12 +1,19 @@
-"""One error shape for the whole API: ``{"error": message, "code": slug[, "fields": {...}]}``."""
+"""One error shape for the whole API: ``{"error": message, "code": slug[, "fields": {...}]}``.
+
+``exception_handler`` renders failures inside DRF views; the ``handler*`` views (wired in
+``lapsite/urls.py``) do the same for API paths no view answered: an unknown URL, a request
+Django refused before any view ran, an unexpected exception.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import DatabaseError
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -14,6 +21,10 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from lapsite.errors import LapError
 
 logger = logging.getLogger(__name__)
+
+# The largest ``offset`` a paged list accepts: far beyond any real page, and small enough that
+# ``offset + limit`` stays inside the databases' 64-bit integers (a larger one was a 503).
+MAX_OFFSET = 2**31 - 1
 
 
 def _first_message(detail: object) -> str:
@@ -35,6 +46,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        return Response(_too_large(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     elif isinstance(exc, DatabaseError):
         logger.warning("database unavailable: %s", type(exc).__name__)
         return Response(
@@ -55,3 +68,34 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         code = getattr(exc, "default_code", "error")
         response.data = {"error": _first_message(detail), "code": code}
     return response
+
+
+def _too_large() -> dict[str, str]:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return {"error": f"request body too large (at most {limit} bytes)", "code": "too_large"}
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        return JsonResponse(_too_large(), status=413)
+    return JsonResponse({"error": "bad request", "code": "bad_request"}, status=400)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse(
+        {"error": f"no API endpoint at {request.path}", "code": "not_found"}, status=404
+    )
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.server_error(request)
+    return JsonResponse({"error": "internal error", "code": "internal"}, status=500)

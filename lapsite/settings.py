@@ -91,13 +91,14 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{LAP_HOME / 'lap.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several processes (daphne, the q cluster) share the file: wait for locks. WAL lets
-    # readers run beside the one writer, and with synchronous=NORMAL a commit is an append
-    # to the log with no fsync (durable across a process crash; the last commits can be
-    # lost only with the machine) — a warm claim is a dozen small commits.
+    # Several processes (daphne, the q cluster) share the file: wait this many seconds for a
+    # lock, then fail (the API answers 503). WAL lets readers run beside the one writer, and
+    # with synchronous=NORMAL a commit is an append to the log with no fsync (durable across a
+    # process crash; the last commits can be lost only with the machine) — a warm claim is a
+    # dozen small commits.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
-            "timeout": 20,
+            "timeout": env.int("LAP_SQLITE_TIMEOUT", default=20),
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
         }
@@ -163,6 +164,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "lapsite.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # A JSON API (as LAP clients speak it): form bodies cannot carry its maps and lists, and a
+    # ?format= override only turned unknown values into 404s; Accept negotiates instead.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "URL_FORMAT_OVERRIDE": None,
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 SPECTACULAR_SETTINGS = {

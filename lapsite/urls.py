@@ -6,6 +6,11 @@ from lapsite import health
 
 API = "api/v1/managed_agents/"
 
+# API paths answer in the one error shape even when no view ran (lapsite/api.py).
+handler400 = "lapsite.api.handler400"
+handler404 = "lapsite.api.handler404"
+handler500 = "lapsite.api.handler500"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.HealthzView.as_view(), name="healthz"),

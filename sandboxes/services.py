@@ -30,7 +30,7 @@ from prometheus_client import Histogram
 
 from agents.harnesses import harness_get
 from agents.models import Agent
-from agents.validation import env_var_errors, first_error
+from agents.validation import env_var_errors, first_error, label_errors
 from lapsite.errors import Conflict, LapError, NotFound
 from sandboxes.drivers.base import (
     LABEL_AGENT,
@@ -61,6 +61,7 @@ from vault.services import (
     vault_material_mint,
     vault_prepare,
     vault_push,
+    vault_resync,
     vault_set_control_url,
     vault_stubs_mint,
 )
@@ -181,10 +182,11 @@ def session_create(
 
     After commit, ``session_start`` claims a warm sandbox at once or enqueues a cold
     bring-up; the caller polls the session. Raises ``SessionInvalid`` for
-    bad ``env_vars`` and ``Conflict`` when the agent's harness is unknown.
+    bad ``env_vars`` or a title with control characters, and ``Conflict`` when the agent's
+    harness is unknown.
     """
     env_plain = dict(env_vars or {})
-    errors = env_var_errors(env_plain)
+    errors = env_var_errors(env_plain) | label_errors("title", title)
     if errors:
         raise SessionInvalid(first_error(errors))
     if harness_get(agent.harness_id) is None:
@@ -865,6 +867,35 @@ def _reconcile_with_driver(
     return counts
 
 
+def _vaults_heal(driver: SandboxDriver) -> Counter[str]:
+    """Ready sessions' vault sidecars that lost their bundle get it again; dead ones are
+    restarted by the driver first. Until then their sandbox's egress fails closed."""
+    counts: Counter[str] = Counter()
+    sandboxes = Sandbox.objects.filter(
+        session__status=Session.Status.READY,
+        state=Sandbox.State.RUNNING,
+        vault__pushed_version__isnull=False,
+    )
+    for sandbox in sandboxes:
+        try:
+            if vault_resync(sandbox):
+                counts["vault_repushed"] += 1
+            continue
+        except LapError:
+            pass  # no answer: the sidecar is gone
+        handle = SandboxHandle(sandbox_id=str(sandbox.id), driver=sandbox.driver, ref=sandbox.ref)
+        try:
+            if driver.vault_restart(handle):
+                driver.wait_ready(handle, timeout=float(settings.LAP_CREATING_TIMEOUT))
+            vault_push(sandbox)
+        except (DriverError, LapError) as error:
+            reason = error.message if isinstance(error, LapError) else str(error)
+            logger.warning("vault sidecar of sandbox %s not restored: %s", sandbox.id, reason)
+            continue
+        counts["vault_restarted"] += 1
+    return counts
+
+
 def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -880,8 +911,8 @@ def reconcile() -> dict[str, int]:
     sandbox the driver reports stuck while pending (with its reason, e.g.
     ``ImagePullBackOff: …``), reaps ready sessions idle past ``LAP_IDLE_TIMEOUT``,
     marks ready sessions whose sandbox vanished or exited as dead (with the driver's
-    reason) and destroys sandboxes that belong to no live session. Returns counts of
-    what it did.
+    reason), destroys sandboxes that belong to no live session and restores the vault
+    sidecars of ready sessions that died or lost their bundle. Returns counts of what it did.
     """
     now = timezone.now()
     counts: Counter[str] = Counter()
@@ -910,7 +941,9 @@ def reconcile() -> dict[str, int]:
         Session.objects.filter(status=Session.Status.CREATING).values_list("pk", flat=True)
     )
     try:
-        counts.update(_reconcile_with_driver(get_driver(), ready_ids, creating_ids))
+        driver = get_driver()
+        counts.update(_reconcile_with_driver(driver, ready_ids, creating_ids))
+        counts.update(_vaults_heal(driver))
     except DriverError as error:
         logger.warning("reconcile: the driver cannot list sandboxes: %s", error)
         counts["driver_errors"] += 1

@@ -94,7 +94,9 @@ class Vault:
         self.token = read_token(key)
         self.policy: Policy | None = None
         self.records: deque[dict[str, Any]] = deque(maxlen=RECORDS_KEPT)
-        self._seq = itertools.count(1)
+        # Numbered from the start time in microseconds, not 1: a restarted sidecar's records
+        # come after its predecessor's, so the platform's ``after`` cursor never skips them.
+        self._seq = itertools.count(time.time_ns() // 1000)
 
     def push(self, token: bytes) -> Policy:
         """Unseal, validate and apply a bundle; raises ``PushRejected`` and keeps the old one."""

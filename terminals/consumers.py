@@ -20,13 +20,21 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from sandboxes.runner.protocol import MAX_MESSAGE
 from sandboxes.runner_client import RunnerClient, RunnerError
 from sandboxes.services import session_touch
 from terminals import services
-from terminals.access import CLOSE_RUNNER_UNAVAILABLE, TerminalDenied, credentials_from_scope
+from terminals.access import (
+    CLOSE_NOT_FOUND,
+    CLOSE_RUNNER_UNAVAILABLE,
+    CLOSE_TOO_BIG,
+    TerminalDenied,
+    credentials_from_scope,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +44,14 @@ TOUCH_INTERVAL = 30.0
 # was stopped, or the runner shut down) becomes 4503. daphne can only send 1000 or 3000-4999.
 FORWARDED_CLOSE_CODES = {1000, 4408, 4409}
 
-touch = database_sync_to_async(session_touch)
+
+@database_sync_to_async
+def touch(session_id: str) -> None:
+    """Record activity; a database outage must not end a terminal that needs no database."""
+    try:
+        session_touch(session_id)
+    except DatabaseError as error:
+        logger.warning("session %s: activity not recorded: %s", session_id, type(error).__name__)
 
 
 async def terminal_bridge(scope: dict, receive, send) -> None:
@@ -57,8 +72,13 @@ async def terminal_bridge(scope: dict, receive, send) -> None:
     try:
         while (message := await receive())["type"] == "websocket.receive":
             data = message.get("bytes")
+            frame = data if data is not None else message.get("text", "")
+            if _too_big(frame):  # the runner would drop the connection without a reason
+                reason = f"message too big (at most {MAX_MESSAGE} bytes)"
+                await send({"type": "websocket.close", "code": CLOSE_TOO_BIG, "reason": reason})
+                break
             with contextlib.suppress(ConnectionClosed):  # the pump ends the client socket
-                await runner.send(data if data is not None else message.get("text", ""))
+                await runner.send(frame)
             if time.monotonic() - last_touch > TOUCH_INTERVAL:
                 await touch(session_id)
                 last_touch = time.monotonic()
@@ -68,6 +88,13 @@ async def terminal_bridge(scope: dict, receive, send) -> None:
             await pump
         await runner.close()
         await touch(session_id)
+
+
+def _too_big(frame: bytes | str) -> bool:
+    """Over the runner's message limit (counted in bytes; a text character is up to 4)."""
+    if isinstance(frame, str) and len(frame) * 4 > MAX_MESSAGE:
+        return len(frame.encode()) > MAX_MESSAGE
+    return len(frame) > MAX_MESSAGE
 
 
 async def _connect_runner(scope: dict, session_id: str, send) -> ClientConnection | None:
@@ -82,6 +109,9 @@ async def _connect_runner(scope: dict, session_id: str, send) -> ClientConnectio
         await send({"type": "websocket.close", "code": denied.code, "reason": denied.reason})
     except (RunnerError, OSError) as error:
         logger.warning("session %s: runner unreachable: %s", session_id, error)
+        await send({"type": "websocket.close", "code": CLOSE_RUNNER_UNAVAILABLE})
+    except DatabaseError as error:
+        logger.warning("session %s: database unavailable: %s", session_id, type(error).__name__)
         await send({"type": "websocket.close", "code": CLOSE_RUNNER_UNAVAILABLE})
     return None
 
@@ -102,6 +132,15 @@ async def _pump_runner_output(runner: ClientConnection, send) -> None:
             "code": code if code in FORWARDED_CLOSE_CODES else CLOSE_RUNNER_UNAVAILABLE,
         }
     )
+
+
+async def no_terminal(scope: dict, receive, send) -> None:
+    """ASGI app for WebSocket paths that are no session's terminal: close 4404."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": CLOSE_NOT_FOUND, "reason": "no terminal here"})
+    await _wait_for_disconnect(receive)
 
 
 async def _wait_for_disconnect(receive) -> None:

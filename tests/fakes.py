@@ -3,7 +3,7 @@
 ``FakeDriver`` keeps sandboxes in memory and follows the driver contract in
 ``sandboxes/drivers/base.py``. Tests steer it with ``fail`` (make an operation
 raise ``DriverError``), ``before`` (run a callback at the start of an
-operation, e.g. to stop a session mid-bring-up), ``exit`` and ``vanish``.
+operation, e.g. to stop a session mid-bring-up), ``exit``, ``vanish`` and ``kill_vault``.
 Runner failures are ``RunnerError`` as with the real client: ``fail_runner``
 makes ``/start`` answer with one. ``/exec`` commands are recorded on the sandbox
 (``execs``) and exit 0 unless ``exec_handler(argv, env)`` answers ``(code, stdout, stderr)``
@@ -49,6 +49,7 @@ class FakeSandbox:
     execs: list[dict[str, Any]] = field(default_factory=list)  # bodies of the runner's /exec
     vault: Vault | None = None
     conversation: FakeConversation | None = None  # when started as an API harness
+    vault_dead: bool = False
 
     @property
     def handle(self) -> SandboxHandle:
@@ -103,6 +104,17 @@ class FakeDriver:
         if self.sandboxes.pop(handle.sandbox_id, None) is not None:
             self.destroyed.append(handle.sandbox_id)
 
+    def vault_restart(self, handle: SandboxHandle) -> bool:
+        self._enter("vault_restart")
+        sandbox = self.sandboxes.get(handle.sandbox_id)
+        if sandbox is None or sandbox.state != "running":
+            raise DriverError(f"sandbox {handle.sandbox_id} is not running")
+        if not sandbox.vault_dead:
+            return False
+        sandbox.vault = Vault(sandbox.spec.vault_material["key.txt"], sandbox.spec.sandbox_id)
+        sandbox.vault_dead = False
+        return True
+
     def list(self) -> list[SandboxInfo]:
         self._enter("list")
         return [
@@ -118,6 +130,10 @@ class FakeDriver:
 
     def vanish(self, sandbox_id: str) -> None:
         del self.sandboxes[sandbox_id]
+
+    def kill_vault(self, sandbox_id: str) -> None:
+        """The sandbox's sidecar dies: unreachable until ``vault_restart``."""
+        self.sandboxes[sandbox_id].vault_dead = True
 
     def add_orphan(self, sandbox_id: str, labels: dict[str, str] | None = None) -> None:
         spec = SandboxSpec(
@@ -155,13 +171,17 @@ class FakeSidecarClient:
 
     def _vault(self) -> Vault:
         sandbox = self.driver.sandboxes.get(self.sandbox_id)
-        if sandbox is None or sandbox.vault is None:
+        if sandbox is None or sandbox.vault is None or sandbox.vault_dead:
             raise SidecarUnreachable("ConnectError")
         try:
             self.driver._enter("vault")  # fake_driver.fail("vault", ...) makes it unreachable
         except DriverError as error:
             raise SidecarUnreachable(str(error)) from error
         return sandbox.vault
+
+    def health(self) -> tuple[int, dict[str, Any] | None]:
+        policy = self._vault().policy
+        return 200, {"ok": True, "version": policy.version if policy else None}
 
     def put_bundle(self, sealed: bytes) -> tuple[int, dict[str, Any] | None]:
         try:

@@ -83,6 +83,23 @@ class LivePlatform:
             stdout=subprocess.DEVNULL,
         )
 
+    def run_task(self, dotted: str) -> str:
+        """Run a task function now (its schedule may be a minute away) in a process of its own,
+        as the worker would; returns what it printed (its result's repr)."""
+        module, _, name = dotted.rpartition(".")
+        done = subprocess.run(
+            [
+                *(sys.executable, "manage.py", "shell", "-c"),
+                f"from {module} import {name}; print(repr({name}()))",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout.strip()
+
     def start(self) -> LivePlatform:
         self.manage("migrate", "--no-input", "-v", "0")
         self.manage("lap_bootstrap")

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from lapsite.api import MAX_OFFSET
 from lapsite.schema import errors
 from sandboxes.api import SESSION_ID
 from sandboxes.services import session_get
@@ -39,7 +40,7 @@ class InterceptionSerializer(serializers.ModelSerializer):
 
 class InterceptionQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
-    offset = serializers.IntegerField(min_value=0, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
 
 
 class InterceptionPageSerializer(serializers.Serializer):

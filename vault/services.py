@@ -266,6 +266,31 @@ def vault_push(sandbox: Sandbox, *, attempts: int = PUSH_ATTEMPTS) -> int:
     raise Unavailable(f"the vault sidecar {problem} after {attempts} attempts")
 
 
+def vault_resync(sandbox: Sandbox) -> bool:
+    """Push the bundle again if the sandbox's sidecar lost it; whether it pushed.
+
+    A restarted sidecar (killed, OOM, a container restart) comes back with no policy and
+    refuses all egress until it gets a bundle. Its ``/healthz`` version is then older than
+    the last one pushed. ``Unavailable`` when the sidecar does not answer at all.
+    """
+    vault = SandboxVault.objects.filter(sandbox=sandbox).first()
+    if vault is None or not vault.control_url or vault.pushed_version is None:
+        return False
+    client = sidecar_client(vault.control_url)
+    try:
+        status, body = client.health()
+    except SidecarUnreachable as error:
+        raise Unavailable(f"the vault sidecar is unreachable ({error})") from error
+    finally:
+        client.close()
+    held = (body or {}).get("version") if status == 200 else None
+    if isinstance(held, int) and held >= vault.pushed_version:
+        return False
+    logger.warning("vault sidecar of sandbox %s lost its bundle; pushing it again", sandbox.id)
+    vault_push(sandbox)
+    return True
+
+
 def vault_push_for_agent(agent: Agent) -> int:
     """After ``agent``'s secrets changed: enqueue a push to each of its running sandboxes.
 

@@ -26,6 +26,8 @@ class SidecarUnreachable(Exception):
 
 
 class SidecarClient(Protocol):
+    def health(self) -> tuple[int, dict[str, Any] | None]: ...
+
     def put_bundle(self, sealed: bytes) -> tuple[int, dict[str, Any] | None]: ...
 
     def interceptions(
@@ -53,6 +55,10 @@ class HttpSidecarClient:
             transport = httpx.HTTPTransport(verify=tls_context())
             base_url = control_url
         self._http = httpx.Client(base_url=base_url, transport=transport, timeout=TIMEOUT)
+
+    def health(self) -> tuple[int, dict[str, Any] | None]:
+        """``{"ok": true, "version": N|null}``: the bundle version the sidecar holds."""
+        return self._call("GET", "/healthz")
 
     def put_bundle(self, sealed: bytes) -> tuple[int, dict[str, Any] | None]:
         return self._call("PUT", "/bundle", content=sealed)

@@ -17,6 +17,9 @@ Every driver promises:
   reconcile can find orphans and sandboxes that died (with the reason). A
   ``pending`` sandbox carries a reason only when it is stuck for good (an image
   that cannot be pulled): reconcile then fails its session with that reason.
+- ``vault_restart(handle)`` starts the sandbox's vault sidecar again if it died (returns
+  whether it did; the platform then pushes the bundle again). A driver whose runtime
+  restarts the sidecar itself (Kubernetes native sidecars) returns False.
 - ``sandbox_env()`` gives the variables every harness env must carry to use the
   sandbox's layout and own services (``PATH`` with the harness tools, ``HOME``, the
   vault proxy address, the vault's CA bundle; ``HARNESS_PYTHONPATH`` where API harnesses
@@ -128,5 +131,7 @@ class SandboxDriver(Protocol):
     def destroy(self, handle: SandboxHandle) -> None: ...
 
     def list(self) -> list[SandboxInfo]: ...
+
+    def vault_restart(self, handle: SandboxHandle) -> bool: ...
 
     def sandbox_env(self) -> dict[str, str]: ...

@@ -270,6 +270,11 @@ class KubernetesDriver:
             vault_url=f"http://{host}:{manifests.VAULT_CONTROL_PORT}",
         )
 
+    def vault_restart(self, handle: SandboxHandle) -> bool:
+        """False: the vault is a native sidecar, the kubelet restarts it (reconcile then
+        pushes its bundle again)."""
+        return False
+
     def destroy(self, handle: SandboxHandle) -> None:
         """Delete the sandbox's Pod (its containers stop) and Secret; idempotent."""
         name = self._name(handle.sandbox_id)

@@ -228,6 +228,26 @@ class LocalDriver:
                     f"sandbox {handle.sandbox_id}: processes survived SIGKILL", retryable=True
                 )
 
+    def vault_restart(self, handle: SandboxHandle) -> bool:
+        """Start the sandbox's vault sidecar again if it is not running; whether it did.
+
+        It comes back with the same key material and an empty policy (the platform pushes
+        the bundle again); the relay finds its new port through the new ready file.
+        DriverError if the sandbox is gone or its jail has exited.
+        """
+        directory = self._directory(handle)
+        with self._locked():
+            meta = _read_json(directory / "meta.json")
+            if meta is None or not _alive(meta["jail_pid"], meta["jail_start"]):
+                raise DriverError(f"sandbox {handle.sandbox_id} is not running")
+            if not meta["sidecar_pid"] or _alive(meta["sidecar_pid"], meta["sidecar_start"]):
+                return False
+            (directory / VAULT_DIR / VAULT_READY).unlink(missing_ok=True)
+            pid = self._spawn_sidecar(handle.sandbox_id, directory, meta["proxy_uid"])
+            meta.update(sidecar_pid=pid, sidecar_start=_start_time(pid))
+            _write_json(directory / "meta.json", meta)
+        return True
+
     def list(self) -> list[SandboxInfo]:
         """Every sandbox directory: labels, running/exited, and why it exited."""
         infos = []
@@ -311,6 +331,10 @@ class LocalDriver:
         for name in ("work", "tmp", "run"):
             (directory / name).mkdir(mode=0o700)
             os.chown(directory / name, uid, uid)
+        token_file = directory / "run" / local_jail.RUNNER_TOKEN_FILE
+        with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(spec.runner_token)
+        os.chown(token_file, uid, uid)
         local_jail.write_etc(directory / "etc", uid, uid, hostname)
         tools = self._tools()
         runtime = runtime.with_tools(tools)
@@ -341,7 +365,7 @@ class LocalDriver:
         has_vault = all(name in spec.vault_material for name in VAULT_FILES)
         if has_vault:
             self._write_vault(spec, directory, proxy_uid)
-            sidecar_pid = self._spawn_sidecar(spec, directory, proxy_uid)
+            sidecar_pid = self._spawn_sidecar(spec.sandbox_id, directory, proxy_uid)
             meta.update(sidecar_pid=sidecar_pid, sidecar_start=_start_time(sidecar_pid))
             _write_json(directory / "meta.json", meta)
         limits = [f"--nproc={spec.resources.pids}"] if self.privileged else []
@@ -370,7 +394,7 @@ class LocalDriver:
                         *self._as_uid(uid),
                         *argv,
                     ],
-                    env=local_jail.runner_env(spec.runner_token, tools is not None),
+                    env=local_jail.runner_env(tools is not None),
                     log=directory / "jail.log",
                     cgroup_procs=[f"{group}/cgroup.procs" for group in groups.values()],
                     pass_fds=(status.fileno(),),
@@ -403,13 +427,15 @@ class LocalDriver:
             bundle.write_bytes(spec.vault_material[TRUST_BUNDLE])
             bundle.chmod(0o644)
 
-    def _spawn_sidecar(self, spec: SandboxSpec, directory: Path, uid: int) -> int:
+    def _spawn_sidecar(self, sandbox_id: str, directory: Path, uid: int) -> int:
         runtime = self._resolve_sidecar_runtime()
         stage: list[str] = []
         if self.privileged:
             stage = [s for s, _ in runtime.binds if local_jail.unreadable_by_others(s)]
             for index in range(len(stage)):
-                (directory / "vault-stage" / str(index)).mkdir(mode=0o755, parents=True)
+                (directory / "vault-stage" / str(index)).mkdir(
+                    mode=0o755, parents=True, exist_ok=True
+                )
             runtime = runtime.staged(directory / "vault-stage", stage)
         vault = directory / VAULT_DIR
         args = [
@@ -417,7 +443,7 @@ class LocalDriver:
             *("--control", f"unix:{vault / VAULT_CONTROL}"),
             *("--state-dir", str(vault)),
             *("--ready-file", str(vault / VAULT_READY)),
-            *("--sandbox-id", spec.sandbox_id),
+            *("--sandbox-id", sandbox_id),
             *("--proxyauth-file", str(vault / VAULT_AUTH)),
         ]
         if self.upstream_ca:

@@ -52,6 +52,7 @@ JAIL_RUN = "/run/lap"
 JAIL_TMP = "/tmp"  # noqa: S108 - the jail's own /tmp, a private bind
 JAIL_SHM = "/dev/shm"  # noqa: S108 - the jail's own tmpfs
 RUNNER_SOCKET = "runner.sock"
+RUNNER_TOKEN_FILE = "runner-token"  # noqa: S105 - a file name; the runner reads and removes it
 PROXY_SOCKET = "proxy.sock"
 CA_BUNDLE = "ca-bundle.pem"  # in the sandbox's etc/
 RUNNER_LIBRARIES = ("pyte", "wcwidth", "websockets")
@@ -272,12 +273,15 @@ def runner_command(runtime: Runtime) -> list[str]:
         f"{PROXY_ADDRESS}=unix:{JAIL_RUN}/{PROXY_SOCKET}",
         "--recording",
         f"{JAIL_RUN}/recording.cast",
+        "--token-file",
+        f"{JAIL_RUN}/{RUNNER_TOKEN_FILE}",
     ]
 
 
-def runner_env(token: str, has_tools: bool) -> dict[str, str]:
-    """The runner's whole environment; nothing of the platform's environment leaks in."""
-    return {**sandbox_env(has_tools), "PYTHONPATH": JAIL_LIB, "LAP_RUNNER_TOKEN": token}
+def runner_env(has_tools: bool) -> dict[str, str]:
+    """The runner's whole environment; nothing of the platform's environment leaks in, and
+    no token: the environment of the jail's processes stays readable in their /proc."""
+    return {**sandbox_env(has_tools), "PYTHONPATH": JAIL_LIB}
 
 
 def bwrap_argv(

@@ -59,7 +59,8 @@ class Relay:
         self._address: tuple[str, int] | None = None
 
     async def address(self) -> tuple[str, int]:
-        """The sidecar's ``(host, port)``, waiting for its ready file on first use."""
+        """The sidecar's ``(host, port)``, waiting for its ready file on first use and again
+        after the sidecar stopped answering (a restarted one writes a new file)."""
         deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
         while self._address is None:
             with contextlib.suppress(OSError, ValueError):
@@ -75,7 +76,14 @@ class Relay:
         upstream_writer = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-            upstream_reader, upstream_writer = await asyncio.open_connection(*await self.address())
+            try:
+                upstream_reader, upstream_writer = await asyncio.open_connection(
+                    *await self.address()
+                )
+            except OSError:
+                # The sidecar died; a restarted one listens on a new port (a new ready file).
+                self._address = None
+                raise
             upstream_writer.write(rewrite_head(head, self.authorization))
             await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):

@@ -6,7 +6,8 @@ platform. ``docs/runner-protocol.md`` is the contract; in short:
 
 - ``GET /healthz``, ``POST /start``, ``POST /exec`` (streamed NDJSON), ``GET /recording``
   and the WebSocket ``/tty``, each authenticated with ``Authorization: Bearer <token>``
-  (``LAP_RUNNER_TOKEN``, removed from the environment at start-up).
+  (``--token-file`` or ``LAP_RUNNER_TOKEN``, both removed at start-up; the runner is then
+  non-dumpable, so the harness under the same uid cannot read it from its memory).
 - An API harness (``/start`` with ``api``: claude-agent-sdk, opencode) runs without a PTY,
   one turn at a time: ``POST /turn`` streams the turn's events as NDJSON, ``POST /abort``
   stops it, ``GET /events`` follows every turn.

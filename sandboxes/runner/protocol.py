@@ -21,6 +21,10 @@ MSG_RESIZE = "resize"  # client -> runner: {"type": "resize", "cols": C, "rows":
 MSG_PING = "ping"  # client -> runner; answered with {"type": "pong"}
 MSG_PONG = "pong"
 MSG_EXIT = "exit"  # runner -> client: {"type": "exit", "code": N}
+MSG_ERROR = "error"  # runner -> client: {"type": "error", "code": slug, "error": message}
+
+MAX_MESSAGE = 1024 * 1024  # largest client message on /tty; larger ones end the connection
+MAX_SIZE = 1000  # largest accepted cols/rows
 
 TERM = "xterm-256color"
 MAX_BODY_BYTES = 1 << 20  # larger request bodies get 413

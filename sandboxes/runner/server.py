@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from . import execute, httpio, relay, turns
 from .conversation import Conversation, HarnessError
 from .httpio import HTTPError, Request
-from .protocol import CLOSE_NOT_STARTED, REASON_NOT_STARTED
+from .protocol import CLOSE_NOT_STARTED, MAX_SIZE, REASON_NOT_STARTED
 from .recording import Recorder
 from .terminal import Terminal
-from .ws import MAX_SIZE, TtyClient
+from .ws import TtyClient
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,22 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from .protocol import CLOSE_TOO_SLOW, MSG_PING, MSG_PONG, MSG_RESIZE, REASON_TOO_SLOW
+from .protocol import (
+    CLOSE_TOO_SLOW,
+    MAX_MESSAGE,
+    MAX_SIZE,
+    MSG_ERROR,
+    MSG_PING,
+    MSG_PONG,
+    MSG_RESIZE,
+    REASON_TOO_SLOW,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFER = 4 * 1024 * 1024
 PAUSE_BYTES = 1024 * 1024
-MAX_MESSAGE = 1024 * 1024
 CLOSE_TIMEOUT = 10.0  # how long a closing client may take to answer our close frame
-MAX_SIZE = 1000  # largest accepted cols/rows
 
 
 def _dimension(value: object) -> int | None:
@@ -172,5 +179,8 @@ class TtyClient:
             if cols and rows:
                 self.size = (cols, rows)
                 on_resize(self, cols, rows)
+            else:
+                message = f"resize needs integer cols and rows from 1 to {MAX_SIZE}"
+                self.send_json({"type": MSG_ERROR, "code": "invalid_resize", "error": message})
         elif message.get("type") == MSG_PING:
             self.send_json({"type": MSG_PONG})

@@ -129,3 +129,36 @@ def test_driver_listing_failure_still_handles_the_database(session, fake_driver,
 def test_reconcile_task_runs_the_service(ready_session, fake_driver):
     fake_driver.vanish(sandbox_id(ready_session))
     assert tasks.sandbox_reconcile() == {"vanished": 1}
+
+
+def test_restarts_a_dead_vault_sidecar_and_pushes_its_bundle_again(ready_session, fake_driver):
+    sandbox = sandbox_id(ready_session)
+    pushed = fake_driver.vault(sandbox).policy.version
+    fake_driver.kill_vault(sandbox)
+    assert services.reconcile() == {"vault_restarted": 1}
+    policy = fake_driver.vault(sandbox).policy  # a new Vault: the restarted sidecar's
+    assert policy is not None and policy.version > pushed
+    assert [s.name for s in policy.by_stub.values()] == ["GITHUB_TOKEN"]
+    assert services.reconcile() == {}
+    ready_session.refresh_from_db()
+    assert ready_session.status == Session.Status.READY
+
+
+def test_pushes_again_to_a_sidecar_restarted_by_its_runtime(ready_session, fake_driver):
+    """A sidecar container restarted by its pod answers, but with no bundle."""
+    sandbox = sandbox_id(ready_session)
+    vault = fake_driver.vault(sandbox)
+    fake_driver.sandboxes[sandbox].vault = type(vault)(vault.key, sandbox_id=sandbox)
+    assert services.reconcile() == {"vault_repushed": 1}
+    assert fake_driver.vault(sandbox).policy is not None
+
+
+def test_a_vault_that_cannot_be_restored_waits_for_the_next_tick(ready_session, fake_driver):
+    sandbox = sandbox_id(ready_session)
+    fake_driver.kill_vault(sandbox)
+    fake_driver.fail("vault_restart", "no luck")
+    assert services.reconcile() == {}
+    ready_session.refresh_from_db()
+    assert ready_session.status == Session.Status.READY
+    del fake_driver.failures["vault_restart"]
+    assert services.reconcile() == {"vault_restarted": 1}

@@ -147,6 +147,17 @@ def test_parse_bundle_rejects_bad_entries():
     assert parse_bundle(good, "sb").version == 2
 
 
+def test_a_restarted_vault_numbers_its_records_after_its_predecessor():
+    key = Fernet.generate_key()
+    before = Vault(key)
+    before.record(method="GET", host="a.example", decision="allowed")
+    last = before.records[-1]["seq"]
+    after = Vault(key)  # the same sandbox's sidecar, started again
+    after.record(method="GET", host="b.example", decision="blocked")
+    records, _ = after.records_after(last, 10)
+    assert [r["host"] for r in records] == ["b.example"]
+
+
 async def test_server_connect_pins_the_checked_address_and_refuses_a_rebind():
     answers = [[ipaddress.ip_address("93.184.216.34")], [ipaddress.ip_address("10.0.0.7")]]
 

@@ -12,6 +12,8 @@ from django_q.tasks import async_task
 from pool.services import pool_ensure_schedules
 from sandboxes.services import ensure_schedules
 
+WEBSOCKET_MAX_MESSAGE = 16 * 1024 * 1024
+
 
 class Command(BaseCommand):
     help = (
@@ -35,7 +37,13 @@ class Command(BaseCommand):
         # Fill the warm pool as soon as the cluster runs, not at the schedule's first tick.
         async_task("pool.tasks.pool_top_up")
         manage = [sys.executable, "-m", "django"]
-        daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port)]
+        daphne = [
+            *(sys.executable, "-m", "daphne", "-b", host, "-p", str(port)),
+            # Above daphne's 1 MiB default, so an oversized terminal message reaches the bridge
+            # and is refused with close code 4413 and a reason, instead of a dropped connection.
+            *("--websocket-max-message-size", str(WEBSOCKET_MAX_MESSAGE)),
+            *("--websocket-max-frame-size", str(WEBSOCKET_MAX_MESSAGE)),
+        ]
         # Own sessions: a terminal's Ctrl-C reaches only us, and we forward it once.
         children = [subprocess.Popen([*daphne, "lapsite.asgi:application"], start_new_session=True)]
         if not no_worker:

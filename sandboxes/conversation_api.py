@@ -44,7 +44,7 @@ class MessageSendSerializer(serializers.Serializer):
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         if ("text" in data) == ("parts" in data):
             raise serializers.ValidationError("send either `text` or `parts`")
-        parts = data.get("parts") or [{"type": "text", "text": data["text"]}]
+        parts = data["parts"] if "parts" in data else [{"type": "text", "text": data["text"]}]
         if not parts or not any(part["text"].strip() for part in parts):
             raise serializers.ValidationError("the message is empty")
         return {"parts": [dict(part) for part in parts]}

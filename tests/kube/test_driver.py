@@ -84,7 +84,7 @@ def test_pod_comes_up_and_the_runner_answers_at_the_pod_ip(ready, core, namespac
     assert endpoints.runner_url == f"http://{address}:7681"
     assert endpoints.vault_url == f"http://{address}:3129"
     with RunnerClient(endpoints.runner_url, spec.runner_token) as runner:
-        assert runner.health() == {"ok": True, "started": False, "exit_code": None}
+        assert runner.health() == {"ok": True, "started": False, "exit_code": None, "turn": False}
     pod = core.read_namespaced_pod(handle.ref, namespace)
     assert pod.status.phase == "Running" and pod.status.pod_ip == address
     assert pod.metadata.labels["lap.sandbox/id"] == spec.sandbox_id

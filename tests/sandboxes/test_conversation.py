@@ -147,6 +147,7 @@ def test_message_takes_parts(api_client, api_session):
         ({}, "send either `text` or `parts`"),
         ({"text": "a", "parts": [{"type": "text", "text": "b"}]}, "either `text` or `parts`"),
         ({"text": "   "}, "the message is empty"),
+        ({"parts": []}, "the message is empty"),
         ({"parts": [{"type": "image", "text": "x"}]}, "parts"),
         ({"parts": "hello"}, "parts"),
     ],

@@ -15,10 +15,10 @@ import re
 import secrets
 
 import pytest
-import trustme
 from playwright.sync_api import Page, expect
 
-from tests.e2e.test_vault import VIA_VAULT, EchoServer
+from tests.e2e import test_vault
+from tests.e2e.test_vault import VIA_VAULT
 from tests.live import LivePlatform
 from tests.ui.conftest import screenshot
 
@@ -31,28 +31,11 @@ ROWS_JS = """() => Array.from(document.querySelectorAll('#terminal .xterm-rows >
     row => row.textContent.replace(/\\u00a0/g, ' ').trimEnd())"""
 
 
-@pytest.fixture(scope="module")
-def upstream_ca(tmp_path_factory):
-    ca = trustme.CA()
-    path = tmp_path_factory.mktemp("upstream") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return ca, path
-
-
-@pytest.fixture(scope="module")
-def echo(upstream_ca):
-    server = EchoServer(upstream_ca[0])
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def platform(upstream_ca):
-    live = LivePlatform()
-    live.env["LAP_VAULT_UPSTREAM_CA"] = str(upstream_ca[1])
-    live.start()
-    yield live
-    live.stop()
+# The vault e2e tests' module fixtures: a trustme CA the sidecars trust for upstreams, an echo
+# server with a certificate from it, and a live platform (one of this module's own).
+upstream_ca = test_vault.upstream_ca
+echo = test_vault.echo
+platform = test_vault.platform
 
 
 @pytest.fixture(scope="module")
@@ -254,11 +237,13 @@ def test_a_person_runs_a_shell_session_in_the_browser(browser, page, platform, p
 
 
 def test_the_progress_view_follows_a_bring_up_to_its_end(page, platform, password):
-    """A cold start of a harness this machine does not have: the phases while it comes up,
-    then the page turns into the failure by itself."""
-    platform.create_agent("ui-codex", harness_id="codex")
+    """A cold bring-up (no warm pool for codex) whose repository cannot be cloned: the phases
+    while it comes up, then the page turns into the failure by itself."""
+    platform.create_agent(
+        "ui-no-repo", harness_id="codex", repo_url="https://127.0.0.1:9/missing.git"
+    )
     log_in(page, platform, password, Seen(page))
-    page.click('tr[data-agent="ui-codex"] >> text=New session')
+    page.click('tr[data-agent="ui-no-repo"] >> text=New session')
     expect(page.locator(".phases .phase").first).to_be_visible()
     screenshot(page, "session-progress")
     expect(page.locator("main")).to_contain_text("Session failed")

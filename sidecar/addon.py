@@ -371,6 +371,7 @@ class VaultAddon:
             policy.stub_re,
             policy.longest_stub,
             lambda stub: self._stream_swap(flow, state, policy.by_stub[stub]),
+            literals=policy.by_stub,
         )
         state.request_stream = rewriter
 
@@ -446,7 +447,11 @@ class VaultAddon:
         if not (response.is_http2 or response.is_http3):
             response.headers["transfer-encoding"] = "chunked"
         state.response_stream = StreamRewriter(
-            policy.value_re, policy.longest_value, policy.scrub, may_match=policy.has_value
+            policy.value_re,
+            policy.longest_value,
+            policy.scrub,
+            may_match=policy.has_value,
+            literals=policy.by_value,
         )
         response.stream = (
             state.response_stream

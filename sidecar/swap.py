@@ -188,6 +188,11 @@ class StreamRewriter:
     the bytes it passed on. ``on_match`` sees every match (the flow records what was swapped).
     ``may_match``, when given, is a cheaper exact test run first on the held-back bytes plus the
     new chunk; when it says no, the regex pass over that data is skipped.
+
+    ``literals``, when given, are the strings ``pattern`` matches: then only a tail that could
+    still grow into one of them is held back, not a fixed ``longest - 1`` bytes, so an event
+    of a stream (an SSE frame ending in a blank line) goes out whole at once instead of waiting
+    for the next chunk — a model's streamed answer is not held up at every pause.
     """
 
     def __init__(
@@ -197,9 +202,12 @@ class StreamRewriter:
         replace: Callable[[bytes], bytes],
         on_match: Callable[[bytes], None] | None = None,
         may_match: Callable[[bytes], bool] | None = None,
+        literals: Iterable[bytes] | None = None,
     ) -> None:
         self.pattern = pattern
         self.carry = max(longest - 1, 0)
+        self.literals = None if literals is None else tuple(literals)
+        self.starts = None if literals is None else {lit[:1] for lit in self.literals}
         self.replace = replace
         self.on_match = on_match
         self.may_match = may_match
@@ -210,7 +218,7 @@ class StreamRewriter:
     def __call__(self, chunk: bytes) -> list[bytes]:
         self.bytes_in += len(chunk)
         data = self.buffer + chunk if self.buffer else chunk
-        cut = len(data) if not chunk else len(data) - self.carry
+        cut = len(data) if not chunk else len(data) - self._held(data)
         parts: list[bytes] = []
         pos = 0
         may_match = self.may_match is None or self.may_match(data)
@@ -229,3 +237,15 @@ class StreamRewriter:
         out = b"".join(parts)
         self.bytes_out += len(out)
         return [out] if out else []
+
+    def _held(self, data: bytes) -> int:
+        """How many bytes at the end of ``data`` to keep for the next chunk."""
+        if self.literals is None:
+            return self.carry
+        for start in range(max(len(data) - self.carry, 0), len(data)):
+            if data[start : start + 1] not in self.starts:
+                continue
+            tail = data[start:]
+            if any(len(lit) > len(tail) and lit.startswith(tail) for lit in self.literals):
+                return len(data) - start
+        return 0

@@ -112,6 +112,31 @@ def test_stream_rewriter_handles_every_split(size):
     assert out == policy.swap(body)
 
 
+@pytest.mark.parametrize("size", [1, 2, 5, 13, 44, 100])
+def test_stream_rewriter_with_literals_handles_every_split(size):
+    policy = _policy()
+    body = b"a" + STUB + b"b" * 7 + STUB + STUB + b"z"
+    assert policy.stub_re is not None
+    rewriter = StreamRewriter(
+        policy.stub_re, policy.longest_stub, policy.swap, literals=policy.by_stub
+    )
+    out = b"".join(b"".join(rewriter(body[i : i + size])) for i in range(0, len(body), size))
+    assert out + b"".join(rewriter(b"")) == policy.swap(body)
+
+
+def test_stream_scrub_holds_back_only_what_could_become_a_value():
+    """An SSE event goes out whole at once; only a possible start of a value waits."""
+    policy = _policy()
+    assert policy.value_re is not None
+    rewriter = StreamRewriter(
+        policy.value_re, policy.longest_value, policy.scrub, literals=policy.by_value
+    )
+    event = b'data: {"delta": "hello"}\n\n'
+    assert rewriter(event) == [event]
+    assert rewriter(b"data: " + VALUE[:5]) == [b"data: "]
+    assert rewriter(VALUE[5:] + b"\n\n") == [policy.scrub(VALUE) + b"\n\n"]
+
+
 @pytest.mark.parametrize("size", [FIND_FROM - 1, FIND_FROM, 3 * FIND_FROM])
 def test_has_value_agrees_with_the_regex_on_short_and_long_data(size):
     other = Secret("SK", b"lap_stub_SK_x", b"sk-othervalue", HostPatterns.parse(["x.example"]))

@@ -144,6 +144,14 @@ SSE_RESPONSE = OpenApiResponse(
 )
 
 
+def _turn_begin(request: Request, session_id: str) -> conversation.Turn:
+    """The turn of the message in ``request``'s body (validated), begun on the session."""
+    session = services.session_get(session_id)
+    body = MessageSendSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    return conversation.turn_begin(session, body.validated_data["parts"])
+
+
 class SessionMessageApi(APIView):
     @extend_schema(
         operation_id="sessions_message",
@@ -159,11 +167,7 @@ class SessionMessageApi(APIView):
         ),
     )
     def post(self, request: Request, session_id: str) -> Response:
-        session = services.session_get(session_id)
-        body = MessageSendSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        turn = conversation.turn_begin(session, body.validated_data["parts"])
-        return Response(conversation.turn_run(turn))
+        return Response(conversation.turn_run(_turn_begin(request, session_id)))
 
 
 class SessionMessageStreamApi(APIView):
@@ -180,11 +184,7 @@ class SessionMessageStreamApi(APIView):
         ),
     )
     def post(self, request: Request, session_id: str) -> StreamingHttpResponse:
-        session = services.session_get(session_id)
-        body = MessageSendSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        turn = conversation.turn_begin(session, body.validated_data["parts"])
-        return _event_stream(conversation.turn_frames(turn))
+        return _event_stream(conversation.turn_frames(_turn_begin(request, session_id)))
 
 
 class SessionEventsApi(APIView):

@@ -32,13 +32,23 @@ async def serve(host: str, port: int, socket_path: str) -> asyncio.Server:
             log.warning("relay to %s failed: %s", socket_path, exc)
             writer.close()
             return
-        try:
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-        finally:
-            writer.close()
-            upstream_writer.close()
+        await splice(reader, writer, upstream_reader, upstream_writer)
 
     return await asyncio.start_server(handle, host, port)
+
+
+async def splice(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    other_reader: asyncio.StreamReader,
+    other_writer: asyncio.StreamWriter,
+) -> None:
+    """Pipe two connections into each other until both directions end, then close both."""
+    try:
+        await asyncio.gather(_pipe(reader, other_writer), _pipe(other_reader, writer))
+    finally:
+        writer.close()
+        other_writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

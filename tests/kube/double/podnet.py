@@ -28,6 +28,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from sandboxes.runner.relay import splice
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 # Loopback, and an eth0 with a default route into a dead end (a veth whose other end is in the
 # same namespace and answers nothing): traffic to the outside is routed, so the egress rules
@@ -153,7 +155,7 @@ class PodNetwork:
                 writer.close()
                 return
             inner_reader, inner_writer = await asyncio.open_connection(sock=inner)
-            await _splice(reader, writer, inner_reader, inner_writer)
+            await splice(reader, writer, inner_reader, inner_writer)
 
         return handle
 
@@ -164,7 +166,7 @@ class PodNetwork:
             except OSError:
                 writer.close()
                 return
-            await _splice(reader, writer, outer_reader, outer_writer)
+            await splice(reader, writer, outer_reader, outer_writer)
 
         return handle
 
@@ -175,31 +177,6 @@ class PodNetwork:
             net.pause.kill()
         await net.pause.wait()
         os.close(net.netns)
-
-
-async def _splice(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    other_reader: asyncio.StreamReader,
-    other_writer: asyncio.StreamWriter,
-) -> None:
-    try:
-        await asyncio.gather(_pipe(reader, other_writer), _pipe(other_reader, writer))
-    finally:
-        writer.close()
-        other_writer.close()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until EOF, then half-close (request/response protocols need it)."""
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except OSError:
-        writer.close()
 
 
 def _bindable(address: str, port: int) -> bool:

@@ -70,7 +70,9 @@ async def test_reattach_reproduces_full_screen_program(live_platform, shell_agen
     await ws.send(
         b"printf 'line one\\nline two\\n' > /work/notes.txt && vim -u NONE /work/notes.txt\n"
     )
-    await read_until(ws, b"notes.txt")
+    # The switch to the alternate screen, not the command's echo: keys typed before vim is in
+    # raw mode would be echoed by the shell's line discipline instead of edited.
+    await read_until(ws, b"\x1b[?1049h")
     await ws.send(b"Gothird line from vim\x1b")
     await read_until(ws, b"third line from vim")
     await ws.close()

@@ -237,9 +237,14 @@ class Worker:
             stderr=lambda line: print(line, file=sys.stderr, flush=True),
         )
 
-    async def turn(self, parts: list[dict[str, Any]]) -> None:
-        """Run one turn; writes its events, then ``done`` or ``error``."""
+    def start_turn(self, parts: list[dict[str, Any]]) -> asyncio.Task[None]:
+        """Start a turn in a task. The abort flag is cleared here, not when the task first
+        runs: an ``abort`` line read right behind the ``turn`` line must not be forgotten."""
         self._aborted = False
+        return asyncio.create_task(self._turn(parts))
+
+    async def _turn(self, parts: list[dict[str, Any]]) -> None:
+        """Run one turn; writes its events, then ``done`` or ``error``."""
         text = "\n\n".join(part["text"] for part in parts if part.get("type") == "text")
         message = TurnMessage(self.session_id or "", self._write_event)
         result: ResultMessage | None = None
@@ -311,7 +316,7 @@ async def serve() -> None:
             if running is not None and not running.done():
                 write({"type": "error", "error": "a turn is already in flight"})
                 continue
-            running = asyncio.create_task(worker.turn(request.get("parts") or []))
+            running = worker.start_turn(request.get("parts") or [])
         elif request.get("op") == "abort" and running is not None and not running.done():
             await worker.abort()
             loop.call_later(ABORT_GRACE, running.cancel)

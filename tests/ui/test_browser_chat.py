@@ -101,11 +101,12 @@ def test_abort_stops_a_turn_from_the_browser(page, platform, gateway, sdk_sessio
         page.keyboard.press("Enter")
         reply = page.locator("#chat-log .msg-assistant").last
         expect(reply).to_have_class(re.compile("streaming"))
-        deadline = time.monotonic() + SLOW / 1000
-        while not [r for r in gateway.requests[since:] if r.scripted]:  # the model is answering
-            assert time.monotonic() < deadline, "the turn never reached the gateway"
-            time.sleep(0.2)
-        page.click("#chat-abort")
+        # The held answer's first delta on the page: the harness is mid-turn, streaming.
+        expect(reply).to_contain_text("A long", timeout=SLOW)
+        assert [r.scripted for r in gateway.requests[since:]].count(True) == 1
+        with page.expect_response(re.compile(r"/abort$")) as answered:
+            page.click("#chat-abort")
+        assert answered.value.json() == {"ok": True, "aborted": True}
         expect(reply).not_to_have_class(re.compile("streaming"))
         expect(page.locator("#chat-log .notice")).to_contain_text("aborted")
     finally:
@@ -117,4 +118,4 @@ def test_abort_stops_a_turn_from_the_browser(page, platform, gateway, sdk_sessio
         if "pending" not in statuses or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert statuses == ["complete", "failed"]
+    assert statuses == ["complete", "failed"], log

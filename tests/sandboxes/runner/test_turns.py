@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sandboxes.runner.sdk import SdkHarness
 from sandboxes.runner_client import RunnerError
 from tests.fakellm import FakeGateway, Text, Thinking, ToolCall, Turn
 from tests.harness_tools import require_cli
@@ -230,6 +231,27 @@ async def test_sdk_abort_ends_the_turn_and_the_next_turn_works(sdk_runner, gatew
     assert client.health()["turn"] is False
     _, after = await run_turn(client, "Shorter please.")
     assert after["message"]["parts"][-1]["text"] == "Short answer."
+
+
+async def test_sdk_abort_right_behind_the_turn_is_not_lost(gateway, workdir):
+    """Both lines reach the worker in one read: the abort lands before the turn's task runs."""
+    gateway.script("Not aborted.")
+    home = workdir / "home"
+    home.mkdir()
+    worker = await SdkHarness.spawn(SDK_WORKER, sdk_env(gateway, home, need_sdk()), str(home))
+    process = worker.child.process
+    try:
+        lines = [{"op": "turn", "parts": text("Hello.")}, {"op": "abort"}]
+        process.stdin.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+        await process.stdin.drain()
+        async with asyncio.timeout(60):
+            while (line := json.loads(await process.stdout.readline()))["type"] == "event":
+                pass
+    finally:
+        await worker.close()
+    assert line["type"] == "done", line
+    assert line["message"]["info"]["error"]["name"] == "MessageAbortedError"
+    assert gateway.pending == 1  # the model was never asked
 
 
 async def test_events_replay_the_turn_in_flight_then_follow_it(sdk_runner, gateway):

@@ -70,10 +70,11 @@ def _stop_all(platform: LivePlatform) -> None:
         platform.api("DELETE", f"/sessions/{session['id']}")
 
 
+# Issue 6's targets, for the time to ``ready`` and to the first terminal byte alike.
 TARGETS = {
-    ("warm", "sequential", "ready p50"): "≤ 50 ms",
-    ("warm", "sequential", "ready p95"): "≤ 150 ms",
-    ("cold", "sequential", "ready p50"): "≤ 1 s",
+    ("warm", "sequential", "p50"): "≤ 50 ms",
+    ("warm", "sequential", "p95"): "≤ 150 ms",
+    ("cold", "sequential", "p50"): "≤ 1 s",
 }
 
 
@@ -106,14 +107,11 @@ def measure() -> list[Row]:
     rows = []
     for (start, label), values in results.items():
         ready, first_byte = ([v[i] for v in values] for i in (0, 1))
-        for name, series, q in (
-            ("ready p50", ready, 0.5),
-            ("ready p95", ready, 0.95),
-            ("first byte p50", first_byte, 0.5),
-        ):
-            target = TARGETS.get((start, label, name), "")
-            metric = f"session {start} start, {label} (n={len(values)}): {name}"
-            rows.append(Row(metric, percentile(series, q) * 1e3, "ms", target=target))
+        for point, series in (("ready", ready), ("first byte", first_byte)):
+            for stat, q in (("p50", 0.5), ("p95", 0.95), ("max", 1.0)):
+                target = TARGETS.get((start, label, stat), "")
+                metric = f"session {start} start, {label} (n={len(values)}): {point} {stat}"
+                rows.append(Row(metric, percentile(series, q) * 1e3, "ms", target=target))
     return rows
 
 

@@ -2,7 +2,7 @@
 
 The key is either the platform master key (compared in constant time; the
 request then acts as the built-in ``master`` superuser) or a per-user API token
-(DRF's authtoken, created in the admin or with ``manage.py lap_token``).
+(``manage.py lap_token``; the database holds only its digest, ``accounts.models``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from rest_framework import authentication, exceptions
+
+from accounts.services import api_token_user
 
 MASTER_USERNAME = "master"
 
@@ -42,18 +44,29 @@ def bearer_credential(request) -> str | None:
         raise exceptions.AuthenticationFailed("malformed Authorization header") from error
 
 
-class MasterKeyAuthentication(authentication.BaseAuthentication):
+class _BearerAuthentication(authentication.BaseAuthentication):
+    def authenticate_header(self, request) -> str:
+        """What a 401 asks for (``WWW-Authenticate``)."""
+        return 'Bearer realm="lap"'
+
+
+class MasterKeyAuthentication(_BearerAuthentication):
     def authenticate(self, request):
         credential = bearer_credential(request)
         if credential is None or not is_master_key(credential):
             return None
         return master_user(), None
 
-    def authenticate_header(self, request) -> str:
-        return 'Bearer realm="lap"'
 
+class BearerTokenAuthentication(_BearerAuthentication):
+    """A per-user API token in ``Authorization: Bearer``; runs after the master key's check,
+    so a Bearer credential that is neither is refused here (401)."""
 
-class BearerTokenAuthentication(authentication.TokenAuthentication):
-    """DRF token auth with the ``Bearer`` keyword LAP clients send."""
-
-    keyword = "Bearer"
+    def authenticate(self, request):
+        credential = bearer_credential(request)
+        if credential is None:
+            return None
+        user = api_token_user(credential)
+        if user is None:
+            raise exceptions.AuthenticationFailed("invalid API token")
+        return user, None

@@ -49,7 +49,6 @@ class MasterKeyScheme(OpenApiAuthenticationExtension):
 class ApiTokenScheme(OpenApiAuthenticationExtension):
     target_class = "lapsite.auth.BearerTokenAuthentication"
     name = "apiToken"
-    priority = 1  # over drf-spectacular's own TokenAuthentication extension
 
     def get_security_definition(self, auto_schema):
         return {

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.services import api_token_issue
 from agents.services import agent_create
 from sandboxes import registry
 from sandboxes.services import session_bring_up, session_create
@@ -67,7 +67,7 @@ def api_client():
 @pytest.fixture
 def token_client(user):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_issue(user)}")
     return client
 
 

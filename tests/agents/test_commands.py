@@ -3,9 +3,8 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import call_command
 from django_q.models import Schedule
-from rest_framework.authtoken.models import Token
 
 from agents.models import Agent
 
@@ -16,18 +15,6 @@ def run(*args) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
     call_command(*args, stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
-
-
-def test_lap_token_creates_user_and_prints_token_once(api_client, django_user_model):
-    out, _ = run("lap_token", "bob")
-    token = out.strip()
-    assert Token.objects.get(user__username="bob").key == token
-    assert not django_user_model.objects.get(username="bob").has_usable_password()
-    with pytest.raises(CommandError, match="already has a token"):
-        run("lap_token", "bob")
-    rotated, _ = run("lap_token", "bob", "--rotate")
-    assert rotated.strip() != token
-    assert Token.objects.filter(user__username="bob").count() == 1
 
 
 def test_lap_bootstrap_is_idempotent(tmp_path, settings):

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
+
+from accounts.models import ApiToken
+from accounts.services import api_token_issue
 
 
 class Command(BaseCommand):
@@ -19,14 +21,11 @@ class Command(BaseCommand):
         if created:
             user.set_unusable_password()
             user.save(update_fields=["password"])
-        existing = Token.objects.filter(user=user)
-        if existing.exists() and not rotate:
+        if ApiToken.objects.filter(user=user).exists() and not rotate:
             raise CommandError(
                 f"{username} already has a token (shown only when made); --rotate replaces it"
             )
-        existing.delete()
-        token = Token.objects.create(user=user)
-        self.stdout.write(token.key)
+        self.stdout.write(api_token_issue(user))
         self.stderr.write(
             f"API token for {username}{' (new user)' if created else ''}; it is not shown again. "
             "Use it as: Authorization: Bearer <token>"

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runner_client import RunnerClient, RunnerError
-from . import cgroups, local_jail
+from . import cgroups, local_jail, syscall_filter
 from .base import (
     LABEL_SANDBOX,
     DriverError,
@@ -379,12 +379,16 @@ class LocalDriver:
                 os.chown(proxy_socket, uid, uid)
                 os.chmod(proxy_socket, 0o600)
                 listener.listen(128)
-            with open(_private(directory / "status.json"), "wb") as status:
+            with (
+                open(_private(directory / "status.json"), "wb") as status,
+                open(syscall_filter.program_fd(), "rb") as seccomp,
+            ):
                 argv = local_jail.bwrap_argv(
                     sandbox_dir=directory,
                     runtime=runtime,
                     hostname=hostname,
                     status_fd=status.fileno(),
+                    seccomp_fd=seccomp.fileno(),
                     command=local_jail.runner_command(runtime),
                 )
                 jail_pid = _spawn(
@@ -397,7 +401,7 @@ class LocalDriver:
                     env=local_jail.runner_env(tools is not None),
                     log=directory / "jail.log",
                     cgroup_procs=[f"{group}/cgroup.procs" for group in groups.values()],
-                    pass_fds=(status.fileno(),),
+                    pass_fds=(status.fileno(), seccomp.fileno()),
                 )
             meta.update(jail_pid=jail_pid, jail_start=_start_time(jail_pid))
             if has_vault:
@@ -449,14 +453,21 @@ class LocalDriver:
         if self.upstream_ca:
             args += ["--upstream-ca", str(vault / VAULT_UPSTREAM_CA)]
         command, command_env = local_jail.sidecar_command(runtime, *args)
-        argv = local_jail.sidecar_bwrap_argv(runtime=runtime, state_dir=vault, command=command)
-        return _spawn(
-            [*local_jail.staging_argv(stage, directory / "vault-stage"), *self._as_uid(uid), *argv],
-            env={"PATH": "/usr/bin:/bin", "HOME": str(vault), **command_env},
-            log=directory / "vault.log",
-            cgroup_procs=[],
-            pass_fds=(),
-        )
+        with open(syscall_filter.program_fd(), "rb") as seccomp:
+            argv = local_jail.sidecar_bwrap_argv(
+                runtime=runtime, state_dir=vault, seccomp_fd=seccomp.fileno(), command=command
+            )
+            return _spawn(
+                [
+                    *local_jail.staging_argv(stage, directory / "vault-stage"),
+                    *self._as_uid(uid),
+                    *argv,
+                ],
+                env={"PATH": "/usr/bin:/bin", "HOME": str(vault), **command_env},
+                log=directory / "vault.log",
+                cgroup_procs=[],
+                pass_fds=(seccomp.fileno(),),
+            )
 
     def _spawn_relay(
         self, directory: Path, uid: int, listener: socket.socket, jail_pid: int, sidecar: str

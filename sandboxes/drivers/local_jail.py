@@ -290,9 +290,11 @@ def bwrap_argv(
     runtime: Runtime,
     hostname: str,
     status_fd: int,
+    seccomp_fd: int,
     command: list[str],
 ) -> list[str]:
-    """The full ``bwrap`` command line for one sandbox running ``command``."""
+    """The full ``bwrap`` command line for one sandbox running ``command``, under the
+    seccomp filter read from ``seccomp_fd`` (``syscall_filter.program_fd``)."""
     argv = [
         "bwrap",
         "--unshare-all",
@@ -343,14 +345,19 @@ def bwrap_argv(
         "/work",
         "--json-status-fd",
         str(status_fd),
+        "--seccomp",
+        str(seccomp_fd),
         "--",
         *command,
     ]
     return argv
 
 
-def sidecar_bwrap_argv(*, runtime: Runtime, state_dir: Path, command: list[str]) -> list[str]:
-    """The ``bwrap`` command line for a sandbox's vault sidecar running ``command``.
+def sidecar_bwrap_argv(
+    *, runtime: Runtime, state_dir: Path, seccomp_fd: int, command: list[str]
+) -> list[str]:
+    """The ``bwrap`` command line for a sandbox's vault sidecar running ``command``, under
+    the same seccomp filter as the jail (read from ``seccomp_fd``).
 
     The host network is shared (the sidecar is the jail's way out); everything else is
     private or read-only, and ``state_dir`` (key, CA, sockets) is the only writable path.
@@ -382,6 +389,8 @@ def sidecar_bwrap_argv(*, runtime: Runtime, state_dir: Path, command: list[str])
         "/",
         "--chdir",
         str(state_dir),
+        "--seccomp",
+        str(seccomp_fd),
         "--",
         *command,
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import http.server
 import json
 import os
@@ -15,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyseccomp
 import pytest
 
 from sandboxes.drivers import cgroups, local
@@ -389,6 +391,50 @@ def test_sidecar_port_refuses_host_clients_without_the_relays_credential(
     for name in ("allowed", "connect"):
         assert seen[name].split()[1] == "200", seen[name]
         assert seen[name].endswith("hello-from-the-host")
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
+
+
+def _seccomp_mode(status: str) -> str:
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("Seccomp:"))
+
+
+def test_the_jail_and_its_sidecar_run_under_the_seccomp_filter(driver, ready):
+    handle, spec = ready()
+    numbers = {
+        name: pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
+        for name in ("keyctl", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup")
+    }
+    # Each denied call, with arguments that would otherwise get EINVAL/EFAULT or succeed.
+    script = f"""
+import ctypes, json
+libc = ctypes.CDLL(None, use_errno=True)
+errors = {{}}
+for name, number in {numbers!r}.items():
+    ctypes.set_errno(0)
+    result = libc.syscall(number, 0, 0, 0, 0, 0)
+    errors[name] = (result, ctypes.get_errno())
+print(json.dumps({{"errors": errors, "status": open("/proc/self/status").read()}}))
+"""
+    code, out, err = run(driver, handle, spec, script)
+    assert code == 0, err
+    seen = json.loads(out)
+    assert _seccomp_mode(seen["status"]) == "2"  # a filter is installed
+    assert seen["errors"] == {name: [-1, errno.EPERM] for name in numbers}
+    # The sidecar's python, not the bwrap processes whose command lines carry it.
+    (sidecar,) = [
+        proc
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit()
+        and str(handle.ref).encode() in _cmdline(proc)
+        and _cmdline(proc).split(b"\0")[3:5] == [b"-m", b"sidecar"]
+    ]
+    assert _seccomp_mode((sidecar / "status").read_text()) == "2"
 
 
 def test_vault_files_stay_outside_the_jail(driver, ready):

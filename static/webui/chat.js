@@ -13,6 +13,7 @@
   const abortButton = document.getElementById("chat-abort");
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   let inFlight = null;
+  let historyShown = false;
 
   const el = (tag, className, text) => {
     const node = document.createElement(tag);
@@ -69,20 +70,30 @@
     log.scrollTop = log.scrollHeight;
   }
 
+  // Sending waits for the history: a turn started before it arrived would be shown above it.
   async function loadHistory() {
-    log.replaceChildren();
-    const response = await fetch(`${api}/messages`, { headers: { Accept: "application/json" } });
-    if (!response.ok) {
-      notice(`could not load the conversation (${response.status})`, "error");
-      return;
-    }
-    const body = await response.json();
-    const messages = Array.isArray(body) ? body : body.data || body.messages || [];
-    for (const stored of messages) {
-      const info = stored.info || stored; // the log's entries are {info: {role, status}, parts}
-      const message = messageItem(info.role || "assistant");
-      (stored.parts || []).forEach((part, index) => setPart(message, part, part.id || index));
-      if (info.status === "failed") message.item.classList.add("failed");
+    historyShown = false;
+    sendButton.disabled = true;
+    try {
+      const response = await fetch(`${api}/messages`, { headers: { Accept: "application/json" } });
+      const body = response.ok ? await response.json() : null;
+      log.replaceChildren();
+      if (!body) {
+        notice(`could not load the conversation (${response.status})`, "error");
+        return;
+      }
+      const messages = Array.isArray(body) ? body : body.data || body.messages || [];
+      for (const stored of messages) {
+        const info = stored.info || stored; // the log's entries are {info: {role, status}, parts}
+        const message = messageItem(info.role || "assistant");
+        (stored.parts || []).forEach((part, index) => setPart(message, part, part.id || index));
+        if (info.status === "failed") message.item.classList.add("failed");
+      }
+    } catch (error) {
+      notice(`could not load the conversation: ${error.message || error}`, "error");
+    } finally {
+      historyShown = true;
+      sendButton.disabled = inFlight !== null;
     }
   }
 
@@ -172,7 +183,7 @@
     } finally {
       turn.reply.item.classList.remove("streaming");
       inFlight = null;
-      sendButton.disabled = false;
+      sendButton.disabled = !historyShown;
       abortButton.disabled = true;
     }
   }
@@ -180,7 +191,7 @@
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
-    if (!text || inFlight) return;
+    if (!text || inFlight || !historyShown) return;
     input.value = "";
     sendMessage(text);
   });

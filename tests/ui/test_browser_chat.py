@@ -71,6 +71,7 @@ def test_a_person_chats_with_the_agent_sdk_in_the_browser(page, platform, gatewa
     )
     page.goto(f"{platform.url}/sessions/{sdk_session['id']}/")
     log = page.locator("#chat-log")
+    expect(page.locator("#chat-send")).to_be_enabled()  # the history is on the page
     page.fill("#chat-input", "Run the command.")
     page.keyboard.press("Enter")
 
@@ -97,13 +98,15 @@ def test_abort_stops_a_turn_from_the_browser(page, platform, gateway, sdk_sessio
     since = len(gateway.requests)
     try:
         page.goto(f"{platform.url}/sessions/{sdk_session['id']}/")
+        expect(page.locator("#chat-send")).to_be_enabled()  # the history is on the page
         page.fill("#chat-input", "Take your time.")
         page.keyboard.press("Enter")
         reply = page.locator("#chat-log .msg-assistant").last
         expect(reply).to_have_class(re.compile("streaming"))
         # The held answer's first delta on the page: the harness is mid-turn, streaming.
         expect(reply).to_contain_text("A long", timeout=SLOW)
-        assert [r.scripted for r in gateway.requests[since:]].count(True) == 1
+        seen = [(r.path, r.scripted, r.json) for r in gateway.requests[since:]]
+        assert [scripted for _, scripted, _ in seen].count(True) == 1, seen
         with page.expect_response(re.compile(r"/abort$")) as answered:
             page.click("#chat-abort")
         assert answered.value.json() == {"ok": True, "aborted": True}

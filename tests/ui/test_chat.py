@@ -8,10 +8,12 @@ real Agent SDK session.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Route, expect
+from playwright.sync_api import Page, Route, expect
 
 from agents.services import agent_create
 from sandboxes.services import session_bring_up, session_create
@@ -81,6 +83,22 @@ def chat_session(user):
     return session
 
 
+@contextlib.contextmanager
+def chat_page(browser, live_server, session, answer: Callable[[Route], None]) -> Iterator[Page]:
+    """The session's page, logged in as alice, with its API requests answered by ``answer``."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.route(f"**/api/v1/managed_agents/sessions/{session.id}/*", answer)
+        page.goto(f"{live_server.url}/sessions/{session.id}/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "alice-password")
+        page.click("button[type=submit]")
+        yield page
+    finally:
+        context.close()
+
+
 def test_chat_shows_history_streams_a_reply_and_folds_tool_calls(
     browser, live_server, chat_session
 ):
@@ -99,15 +117,7 @@ def test_chat_shows_history_streams_a_reply_and_folds_tool_calls(
         else:
             route.fulfill(json={"ok": True})
 
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    try:
-        page.route(f"**{api}/*", answer)
-        page.goto(f"{live_server.url}/sessions/{chat_session.id}/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "alice-password")
-        page.click("button[type=submit]")
-
+    with chat_page(browser, live_server, chat_session, answer) as page:
         log = page.locator("#chat-log")
         expect(log.locator(".msg-assistant")).to_contain_text("Hi! What shall we build?")
         page.fill("#chat-input", "list the files")
@@ -132,5 +142,42 @@ def test_chat_shows_history_streams_a_reply_and_folds_tool_calls(
         page.click("#chat-restart")
         expect(log).to_contain_text("restarted")
         assert sent[-1][0] == f"{api}/restart"
-    finally:
-        context.close()
+
+
+def test_a_message_waits_for_the_history(browser, live_server, chat_session):
+    """Enter before the log has loaded sends nothing (the turn would land above the history);
+    once it has, the same text goes and its turn follows the history."""
+    api = f"/api/v1/managed_agents/sessions/{chat_session.id}"
+    held: list[Route] = []
+    sent: list[str] = []
+
+    def answer(route: Route) -> None:
+        path = route.request.url.removeprefix(live_server.url)
+        if path == f"{api}/messages":
+            held.append(route)  # answered below, after the early Enter
+            return
+        sent.append(path)
+        route.fulfill(body=REPLY, content_type="text/event-stream")
+
+    with chat_page(browser, live_server, chat_session, answer) as page:
+        expect(page.locator("#chat-send")).to_be_disabled()
+        page.fill("#chat-input", "list the files")
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(300)  # time enough for a fetch the page should not make
+        assert sent == []
+        expect(page.locator("#chat-input")).to_have_value("list the files")
+
+        held[0].fulfill(json=HISTORY)
+        expect(page.locator("#chat-send")).to_be_enabled()
+        page.keyboard.press("Enter")
+        log = page.locator("#chat-log .msg")
+        expect(log.last).to_contain_text("Let me look: one file.")
+        expect(log).to_have_count(4)
+        assert [log.nth(i).inner_text().split("\n")[0] for i in range(4)] == [
+            "USER",
+            "ASSISTANT",
+            "USER",
+            "ASSISTANT",
+        ]
+        expect(log.nth(1)).to_contain_text("Hi! What shall we build?")
+        assert sent == [f"{api}/message_stream"]

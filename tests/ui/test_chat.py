@@ -165,7 +165,6 @@ def test_a_message_waits_for_the_history(browser, live_server, chat_session):
         page.keyboard.press("Enter")
         page.wait_for_timeout(300)  # time enough for a fetch the page should not make
         assert sent == []
-        expect(page.locator("#chat-input")).to_have_value("list the files")
 
         held[0].fulfill(json=HISTORY)
         expect(page.locator("#chat-send")).to_be_enabled()

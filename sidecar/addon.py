@@ -21,7 +21,9 @@ Hooks, in the order a request meets them:
   streamed responses (SSE, chunked, large) through a ``StreamRewriter``, gzip/deflate/br/zstd
   ones decoded first (bounded against bombs, ``sidecar.decoding``) and forwarded decoded; any
   other encoding on a streamed response → 502.
-- ``websocket_message``: client messages swapped under the current policy, server ones scrubbed.
+- ``websocket_message``: client messages swapped under the current policy, server ones scrubbed;
+  a client message with a refused stub is dropped, recorded as blocked (the tripwire, as for a
+  request) and its connection closed.
 
 One interception record per request goes to ``Vault.record``. Hook bodies never log a header,
 a body or an exception message: those could hold a value.
@@ -508,7 +510,7 @@ class VaultAddon:
         state: _FlowState | None = flow.metadata.get("lap")
         if policy is None or state is None:
             message.drop()
-            flow.kill()
+            _close_client(flow)
             return
         content = message.content
         if not message.from_client:
@@ -519,11 +521,13 @@ class VaultAddon:
             return
         scan = Scan()
         scan.add(policy, content)
-        refused = scan.unknown or any(not s.allowed_for(state.host) for s in scan.secrets)
-        if refused:
+        refused = sorted(s.name for s in scan.secrets if not s.allowed_for(state.host))
+        if scan.unknown or refused:
             log.info("WebSocket message with a refused stub: connection closed")
             message.drop()
-            flow.kill()
+            reason = "unknown_stub" if scan.unknown else "credential_not_allowed_for_host"
+            self._record_blocked(flow, state.host, state.path, reason, None, refused)
+            _close_client(flow)
             return
         state.credentials.update(s.name for s in scan.secrets)
         message.content = policy.swap(content)
@@ -578,7 +582,13 @@ class VaultAddon:
         )
 
     def _record_blocked(
-        self, flow: http.HTTPFlow, host: str, path: str, reason: str, status: int
+        self,
+        flow: http.HTTPFlow,
+        host: str,
+        path: str,
+        reason: str,
+        status: int | None,
+        credentials: list[str] | None = None,
     ) -> None:
         self.vault.record(
             method=flow.request.method,
@@ -586,9 +596,21 @@ class VaultAddon:
             path=path,
             decision="blocked",
             reason=reason,
-            credentials=[],
+            credentials=credentials or [],
             status=status,
             bytes_out=0,
             bytes_in=0,
             duration_ms=0.0,
         )
+
+
+def _close_client(flow: http.HTTPFlow) -> None:
+    """Close the client side of a live WebSocket flow; mitmproxy then closes the upstream side.
+
+    ``flow.kill()`` is no use here: mitmproxy's WebSocket layer never looks at it, so the
+    connection stayed open with the message silently dropped. mitmproxy has no way for an
+    addon to send a close frame either, so the client sees its connection end (1006).
+    """
+    handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+    if handler is not None:
+        handler.close_connection(flow.client_conn)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trustme
 from backports import zstd
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from tests.vault.sidecar_fixtures import (  # noqa: F401 (fixtures)
@@ -164,14 +165,32 @@ def test_websocket_fragmented_message_swapped_and_echo_scrubbed(vault_env: Vault
     assert echoed_again == f"again {stub}"
 
 
-def test_websocket_with_stub_for_other_host_is_closed(vault_env: VaultEnv):
+@pytest.mark.parametrize(
+    ("stub", "reason", "credentials"),
+    [
+        ("OTHER", "credential_not_allowed_for_host", ["OTHER"]),
+        (None, "unknown_stub", []),
+    ],
+)
+def test_websocket_message_with_a_refused_stub_is_blocked_and_closed(
+    vault_env: VaultEnv, stub, reason, credentials
+):
+    """Not forwarded, recorded as blocked (the tripwire), and the connection ends at once."""
+    refused = vault_env.stub(stub) if stub else "lap_stub_NOPE_" + "a" * 32
     context = ssl.create_default_context(cafile=str(vault_env.sidecar.root_pem))
     uri = f"wss://localhost:{vault_env.upstream.port}/ws"
     with ws_connect(uri, proxy=vault_env.sidecar.proxy_url, ssl=context) as ws:
-        ws.send(f"token={vault_env.stub('OTHER')}")
-        with pytest.raises(Exception):  # noqa: B017 (closed connection, type depends on timing)
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+        after = vault_env.sidecar.records()[-1]["seq"]
+        ws.send(f"token={refused}")
+        with pytest.raises(ConnectionClosed):  # well before the timeout: closed, not ignored
             ws.recv(timeout=10)
-    assert not [r for r in vault_env.upstream.received if "ws" in r]
+    assert [r["ws"] for r in vault_env.upstream.received if "ws" in r] == ["hello"]
+    (record,) = vault_env.sidecar.records(after)
+    assert record["decision"] == "blocked"
+    assert (record["reason"], record["credentials"]) == (reason, credentials)
+    assert (record["host"], record["path"]) == ("localhost", "/ws")
 
 
 def test_stub_to_disallowed_host_is_blocked_and_not_forwarded(vault_env: VaultEnv):

@@ -12,6 +12,7 @@ CLIS = {  # name → path inside the tools directory
     "claude": "node/node_modules/.bin/claude",
     "codex": "node/node_modules/.bin/codex",
     "opencode": "node/node_modules/.bin/opencode",
+    "node": "node/node_modules/.bin/node",  # the sandboxes' Node.js, first on their PATH
     "claude-agent-sdk": "python/claude_agent_sdk/_bundled/claude",
 }
 

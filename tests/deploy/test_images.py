@@ -148,6 +148,13 @@ def test_cli_images_pin_the_versions_make_harnesses_installs(image, arg, package
     assert build_arg(DOCKER / image / "Dockerfile", arg) == pins[package]
 
 
+def test_the_codex_image_ships_the_node_local_sandboxes_run():
+    """Both honour ``NODE_USE_ENV_PROXY`` (Node 20 does not), so fetch() finds the vault."""
+    pins = json.loads((ROOT / "harnesses" / "package.json").read_text())["dependencies"]
+    image = build_arg(DOCKER / "harness-codex" / "Dockerfile", "NODE_IMAGE")
+    assert image == f"node:{pins['node']}-bookworm-slim"
+
+
 def assemble(image: str, into: Path) -> None:
     """Lay out what the Dockerfile's COPY lines take from the repository, under ``into``."""
     for line in (DOCKER / image / "Dockerfile").read_text().splitlines():

@@ -18,8 +18,11 @@ import time
 import pytest
 import trustme
 
+from sandboxes.drivers.local_jail import TOOLS_PYTHONPATH
 from tests.e2e.test_exec_and_recording import run
+from tests.harness_tools import require_cli
 from tests.live import LivePlatform
+from tests.vault.sidecar_support import Upstream
 
 STUB = re.compile(r"lap_stub_GITHUB_TOKEN_[0-9a-f]{32}")
 # The jail's NO_PROXY lists localhost (for the sandbox's own services); these commands reach
@@ -78,6 +81,14 @@ def echo(upstream_ca):
 
 
 @pytest.fixture(scope="module")
+def upstream(upstream_ca):
+    """Echo plus a git smart-HTTP repository behind Basic auth (``tests.vault``'s server)."""
+    server = Upstream(upstream_ca[0]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def platform(upstream_ca):
     live = LivePlatform()
     live.env["LAP_VAULT_UPSTREAM_CA"] = str(upstream_ca[1])
@@ -100,6 +111,14 @@ def make_agent(platform, name: str, value: str, **fields) -> dict:
         allow_out=["localhost", "127.0.0.1"],
         **fields,
     )
+
+
+def via_vault(platform, session_id: str, argv: list[str]) -> tuple[str, int | None]:
+    """``argv`` in the sandbox with ``NO_PROXY`` unset (see ``VIA_VAULT``); output and exit."""
+    body = {"argv": ["env", "-u", "NO_PROXY", "-u", "no_proxy", *argv], "timeout": 30}
+    status, events = run(platform, session_id, body)
+    assert status == 200, events
+    return "".join(e.get("data", "") for e in events), events[-1].get("exit_code")
 
 
 def curl(port: int, host: str = "localhost") -> str:
@@ -216,3 +235,46 @@ def test_stop_on_vault_block_stops_the_session(platform, echo):
     assert stopped["status"] == "dead"
     assert stopped["failure_reason"] == "vault blocked a credential"
     assert secret not in platform.log.read_text()
+
+
+def test_git_httpx_and_node_fetch_in_the_sandbox_send_the_real_value(platform, upstream):
+    """The clients agents use most, each with the sandbox's own environment and tools: git
+    (Basic auth from a credential helper), httpx (the harness tools' ``httpx2``) and Node's
+    fetch (the tools' Node.js, which honours ``NODE_USE_ENV_PROXY``)."""
+    require_cli("node")
+    secret = "ghp_e2e_" + secrets.token_hex(16)
+    make_agent(platform, "vault-clients", secret)
+    sid = platform.ready_session("vault-clients")["id"]
+    base = f"https://localhost:{upstream.port}"
+
+    def authorization(path: str) -> str:
+        (seen,) = [r for r in upstream.received if r["path"] == path]
+        return {k.lower(): v for k, v in seen["headers"]}.get("authorization", "")
+
+    upstream.git_password = secret
+    helper = '!f() { echo username=x-access-token; echo "password=$GITHUB_TOKEN"; }; f'
+    git = ["git", "-c", f"credential.helper={helper}", "ls-remote", f"{base}/repo.git"]
+    out, code = via_vault(platform, sid, ["GIT_TERMINAL_PROMPT=0", *git])
+    assert code == 0, out
+    asked = [r for r in upstream.received if r["path"].startswith("/repo.git")]
+    assert len(asked) == 2  # anonymous (401), then with the swapped Basic credentials
+
+    script = (
+        "import os, sys, httpx2; "
+        "auth = {'Authorization': 'Bearer ' + os.environ['GITHUB_TOKEN']}; "
+        "print(httpx2.get(sys.argv[1], headers=auth, timeout=20).status_code)"
+    )
+    python = ["env", f"PYTHONPATH={TOOLS_PYTHONPATH}", "python3", "-c", script, f"{base}/httpx"]
+    out, code = via_vault(platform, sid, python)
+    assert (code, out.strip()) == (0, "200"), out
+    assert authorization("/httpx") == f"Bearer {secret}"
+
+    script = (
+        "fetch(process.argv[1], {headers: {authorization: 'Bearer ' + process.env.GITHUB_TOKEN}})"
+        ".then(r => r.json()).then(j => console.log(j.headers.length))"
+        ".catch(e => { console.error(String(e.cause || e)); process.exit(3); })"
+    )
+    out, code = via_vault(platform, sid, ["node", "-e", script, f"{base}/node"])
+    assert code == 0, out
+    assert authorization("/node") == f"Bearer {secret}"
+    assert secret not in out

@@ -27,6 +27,7 @@ from mitmproxy import ctx, options
 from sidecar.addon import VaultAddon, proxy_authorization
 from sidecar.control import ControlServer, Vault
 from sidecar.master import VaultMaster
+from sidecar.resolver import CachedResolver
 
 log = logging.getLogger("lap.sidecar")
 
@@ -127,7 +128,8 @@ async def run(args: argparse.Namespace) -> None:
         if args.upstream_ca:
             opts.update(ssl_verify_upstream_trusted_ca=args.upstream_ca)
         master = VaultMaster(opts)
-        master.addons.add(VaultAddon(vault, proxyauth=proxyauth), _Ready(args.ready_file))
+        addon = VaultAddon(vault, resolver=CachedResolver(), proxyauth=proxyauth)
+        master.addons.add(addon, _Ready(args.ready_file))
         control = await ControlServer(vault).start(args.control)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

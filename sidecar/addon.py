@@ -31,16 +31,13 @@ a body or an exception message: those could hold a value.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
-import ipaddress
 import json
 import logging
 import re
-import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -49,6 +46,7 @@ from mitmproxy.proxy import server_hooks
 
 from sidecar.control import Vault
 from sidecar.decoding import DecodeError, Decoder, decode_body, stream_decoder
+from sidecar.resolver import Resolver, system_resolver
 from sidecar.rules import IPAddress, Refused, ip_literal, normalise_host
 from sidecar.swap import (
     STUB_PREFIX,
@@ -69,16 +67,6 @@ NO_BODY_STATUS = frozenset({101, 204, 304})
 _STUB_TOKEN = re.compile(rb"lap_stub_[A-Za-z0-9_]*")
 PROXY_AUTH_USER = b"lap"
 PROXY_AUTH_REALM = "lap-vault"
-
-Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-
-
-async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    """Every address ``host`` resolves to, through the system resolver."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from mitmproxy.test import tflow
 
 from sidecar.addon import VaultAddon, proxy_authorization
 from sidecar.control import PushRejected, Vault, parse_bundle
+from sidecar.resolver import CachedResolver
 from sidecar.rules import EgressRules, HostPatterns, Refused, ip_literal, normalise_host
 from sidecar.swap import (
     FIND_FROM,
@@ -181,6 +182,59 @@ def test_a_restarted_vault_numbers_its_records_after_its_predecessor():
     after.record(method="GET", host="b.example", decision="blocked")
     records, _ = after.records_after(last, 10)
     assert [r["host"] for r in records] == ["b.example"]
+
+
+class _Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _counting_resolver(answers: dict[str, list]):
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int):
+        asked.append(host)
+        answer = answers[host]
+        if isinstance(answer, Exception):
+            raise answer
+        return [ipaddress.ip_address(a) for a in answer]
+
+    return resolve, asked
+
+
+async def test_cached_resolver_keeps_an_answer_for_its_ttl_only():
+    resolve, asked = _counting_resolver({"a.example": ["93.184.216.34"]})
+    clock = _Clock()
+    cached = CachedResolver(resolve, ttl=10, clock=clock)
+    first = await cached("a.example", 443)
+    first.append(ipaddress.ip_address("10.0.0.1"))  # a caller's change is not cached
+    clock.now += 9.9
+    assert await cached("a.example", 443) == [ipaddress.ip_address("93.184.216.34")]
+    assert asked == ["a.example"]
+    clock.now += 0.2
+    await cached("a.example", 443)
+    assert asked == ["a.example", "a.example"]
+
+
+async def test_cached_resolver_keeps_no_failure_and_a_bounded_number_of_hosts():
+    resolve, asked = _counting_resolver(
+        {"down.example": OSError("no name"), "empty.example": [], "b.example": ["1.1.1.1"]}
+    )
+    cached = CachedResolver(resolve, entries=1, clock=_Clock())
+    for _ in range(2):
+        with pytest.raises(OSError):
+            await cached("down.example", 443)
+        assert await cached("empty.example", 443) == []
+    assert asked == ["down.example", "empty.example"] * 2
+    await cached("b.example", 443)
+    resolve_c, _ = _counting_resolver({"c.example": ["8.8.8.8"]})
+    cached.resolve = resolve_c
+    await cached("c.example", 443)  # evicts b.example, the least recently used
+    cached.resolve = resolve
+    await cached("b.example", 443)
+    assert asked[-1] == "b.example" and asked.count("b.example") == 2
 
 
 async def test_server_connect_pins_the_checked_address_and_refuses_a_rebind():

@@ -166,7 +166,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     # A JSON API (as LAP clients speak it): form bodies cannot carry its maps and lists, and a
     # ?format= override only turned unknown values into 404s; Accept negotiates instead.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["lapsite.parsers.JSONParser"],
     "URL_FORMAT_OVERRIDE": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }

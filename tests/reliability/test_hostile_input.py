@@ -77,7 +77,13 @@ def test_oversized_bodies_get_413(platform, agent, bystander):
 def test_bodies_that_are_not_json_get_400_or_415(platform):
     before = platform.api("GET", "/agents").json()["total"]
     assert_error(platform.api("POST", "/agents", data={"name": "form"}), 415)
-    for raw in (b'{"name": "\xff\xfe", "harness_id": "shell"}', b"{not json", b"\x00" * 64):
+    nested = b"[" * 5000 + b"]" * 5000  # deeper than the interpreter's recursion limit
+    for raw in (
+        b'{"name": "\xff\xfe", "harness_id": "shell"}',
+        b"{not json",
+        b"\x00" * 64,
+        nested,
+    ):
         reply = platform.api(
             "POST", "/agents", content=raw, headers={"Content-Type": "application/json"}
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import environ
 
-from lapsite.state import ensure_home, generated_keys
+from lapsite.state import ensure_home, generated_keys, private_database
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -91,6 +91,8 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{LAP_HOME / 'lap.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        private_database(Path(DATABASES["default"]["NAME"]))
     # Several processes (daphne, the q cluster) share the file: wait this many seconds for a
     # lock, then fail (the API answers 503). WAL lets readers run beside the one writer, and
     # with synchronous=NORMAL a commit is an append to the log with no fsync (durable across a

@@ -8,6 +8,7 @@ survive restarts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,6 +24,20 @@ def ensure_home(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o711)
     return home
+
+
+def private_database(path: Path) -> None:
+    """Make a SQLite database and its ``-wal``/``-shm`` files readable by this user only.
+
+    The database holds password hashes and login sessions. SQLite creates it under the process
+    umask (0644 with the usual 022) and gives the other two files the database's mode, and
+    ``LAP_HOME`` must stay traversable for the sandboxes: so the file itself is made 0600,
+    before SQLite first opens it and again on every start (an older install's is fixed too).
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(name).chmod(0o600)
 
 
 def _generate() -> dict[str, str]:

@@ -278,6 +278,13 @@ class LocalDriver:
         for tool in ("setpriv", "prlimit", "unshare") if self.privileged else ("prlimit",):
             if shutil.which(tool) is None:
                 raise DriverUnavailable(f"{tool} is not installed: apt-get install util-linux")
+        blocked = local_jail.untraversable(str(self.home)) if self.privileged else None
+        if blocked is not None:
+            raise DriverUnavailable(
+                f"the sandboxes' users cannot enter {self.home}: {blocked} is closed to other"
+                f" users (mode {os.stat(blocked).st_mode & 0o777:o}); run `chmod o+x {blocked}`"
+                " or set LAP_HOME to a directory outside it"
+            )
 
     def _resolve_sidecar_runtime(self) -> local_jail.Runtime:
         if self._sidecar_runtime is None:

@@ -230,14 +230,21 @@ def staging_argv(sources: list[str], stage: Path) -> list[str]:
     ]
 
 
+def untraversable(path: str) -> str | None:
+    """The first directory on ``path`` (itself included) another uid cannot enter, if any."""
+    directory = Path(path)
+    for step in (*reversed(directory.parents), directory):
+        if not os.stat(step).st_mode & 0o001:
+            return str(step)
+    return None
+
+
 def unreadable_by_others(path: str) -> str | None:
     """The first component of ``path`` another uid cannot traverse or read, if any."""
-    current = Path("/")
-    for part in Path(path).parts[1:]:
-        if not os.stat(current).st_mode & 0o001:
-            return str(current)
-        current = current / part
-    return None if os.stat(current).st_mode & 0o004 else str(current)
+    blocked = untraversable(os.path.dirname(path))
+    if blocked is not None:
+        return blocked
+    return None if os.stat(path).st_mode & 0o004 else path
 
 
 def write_etc(directory: Path, uid: int, gid: int, hostname: str) -> None:

@@ -75,6 +75,21 @@ def test_missing_bwrap_is_unavailable(driver, monkeypatch):
         driver.create(SandboxSpec("s1", "shell", "t"))
 
 
+def test_a_state_directory_the_sandbox_users_cannot_enter_is_named(lap_home):
+    """Below a 0700 directory (``/root/lap/.lap-state``), bwrap as the sandbox uid could not
+    reach the sandbox's files: the create fails at once, saying which directory and what to do."""
+    closed = lap_home / "closed"
+    home = closed / "state"
+    home.mkdir(parents=True)
+    closed.chmod(0o700)
+    driver = LocalDriver(home, uid_base=UID_BASE)
+    if not driver.privileged:
+        pytest.skip("runs as the platform's own user: no other uid needs to enter")
+    with pytest.raises(DriverUnavailable, match=rf"{closed} is closed .*chmod o\+x {closed}"):
+        driver.create(SandboxSpec(str(uuid.uuid4()), "shell", "t"))
+    assert not (home / "sandboxes").exists()
+
+
 def test_lifecycle_create_ready_list_destroy(driver, ready, lap_home):
     handle, spec = ready(labels={"lap.session/id": "sess-1"})
     assert driver.create(spec) == handle  # idempotent

@@ -47,7 +47,7 @@ from mitmproxy.proxy import server_hooks
 from sidecar.control import Vault
 from sidecar.decoding import DecodeError, Decoder, decode_body, stream_decoder
 from sidecar.resolver import Resolver, system_resolver
-from sidecar.rules import IPAddress, Refused, ip_literal, normalise_host
+from sidecar.rules import IPAddress, Refused, Unresolvable, ip_literal, normalise_host
 from sidecar.swap import (
     STUB_PREFIX,
     Policy,
@@ -218,9 +218,9 @@ class VaultAddon:
         try:
             addresses = await self.resolve(host, port)
         except OSError as error:
-            raise Refused("name does not resolve") from error
+            raise Unresolvable("name does not resolve") from error
         if not addresses:
-            raise Refused("name does not resolve")
+            raise Unresolvable("name does not resolve")
         for address in addresses:
             policy.egress.check_address(host, address)
         return addresses
@@ -239,6 +239,10 @@ class VaultAddon:
             return
         try:
             addresses = await self._checked_addresses(policy, host, port)
+        except Unresolvable:
+            flow.response = _blocked(502, "name_not_resolved")
+            self._record_blocked(flow, host, "", "name_not_resolved", 502)
+            return
         except Refused as refused:
             log.info("CONNECT refused: %s", refused)
             flow.response = _blocked(403, "egress_denied")

@@ -31,6 +31,10 @@ class Refused(Exception):
     """A destination the policy does not allow; ``str(exc)`` says why, without any secret."""
 
 
+class Unresolvable(Refused):
+    """A host name the resolver has no address for: nothing to check, nowhere to connect."""
+
+
 def normalise_host(host: str) -> str:
     """Lower-case, strip brackets and the trailing dot, and IDNA-encode ``host``.
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import logging
+import socket
 
 import pytest
 from cryptography.fernet import Fernet
@@ -266,6 +268,35 @@ async def test_server_connect_pins_the_checked_address_and_refuses_a_rebind():
     await addon.server_connect(second)
     assert second.server.error is not None
     assert second.server.error.startswith("egress_denied")
+
+
+@pytest.mark.parametrize("answer", [socket.gaierror(-2, "Name or service not known"), []])
+async def test_connect_to_a_name_without_an_address_says_so(answer):
+    """Not an egress rule's refusal: 502 ``name_not_resolved``, recorded under that reason."""
+
+    async def resolver(host: str, port: int):
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    vault = Vault(Fernet.generate_key())
+    vault.policy = _policy()
+    addon = VaultAddon(vault, resolver=resolver)
+    flow = tflow.tflow()
+    flow.request.method = "CONNECT"
+    flow.request.host, flow.request.port = "nowhere.example", 443
+    await addon.http_connect(flow)
+    assert flow.response is not None and flow.response.status_code == 502
+    assert json.loads(flow.response.content) == {
+        "error": "vault_blocked",
+        "reason": "name_not_resolved",
+    }
+    (record,) = vault.records
+    assert (record["host"], record["reason"], record["status"]) == (
+        "nowhere.example",
+        "name_not_resolved",
+        502,
+    )
 
 
 def test_log_lines_never_show_the_proxy_secret():

@@ -51,4 +51,6 @@ bench: system-deps venv
 	$(PY) -m bench
 
 clean:
+	if [ -x $(VENV)/bin/python ] && [ -e .lap-state/lap.sqlite3 ]; then \
+		$(VENV)/bin/python manage.py lap_down; fi
 	rm -rf $(VENV) .lap-state node_modules

@@ -654,6 +654,31 @@ def session_stop_all_for_agent(agent: Agent) -> int:
     return sum(session_stop(session) for session in sessions)
 
 
+def platform_down() -> dict[str, int]:
+    """Stop every live session and destroy every sandbox the driver runs, warm ones included.
+
+    Stopping the platform leaves sandboxes running on purpose (sessions survive a restart);
+    this is the way to leave nothing behind. Run it with the platform stopped: a running
+    worker would refill the warm pool. Returns what it stopped, retired and destroyed.
+    """
+    counts: Counter[str] = Counter(sessions=0, warm=0, other=0)
+    sessions = Session.objects.filter(
+        Q(status__in=LIVE) | Q(sandboxes__state__in=[Sandbox.State.CREATING, Sandbox.State.RUNNING])
+    ).distinct()
+    counts["sessions"] = sum(session_stop(s, reason="the platform was shut down") for s in sessions)
+    warm = Sandbox.objects.filter(
+        session__isnull=True,
+        pool_state__in=[Sandbox.PoolState.PROVISIONING, Sandbox.PoolState.WARM],
+    )
+    for sandbox in warm:
+        counts["warm"] += pool_sandbox_retire(sandbox, Sandbox.PoolState.RETIRED, "shut down")
+    driver = get_driver()
+    for info in driver.list():
+        driver.destroy(info.handle)
+        counts["other"] += 1
+    return dict(counts)
+
+
 def session_restart(session: Session) -> Session:
     """Give the session a new sandbox, keeping its conversation; returns it ``creating``.
 

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from pool import services
 from pool.models import PoolTarget
 from sandboxes import services as sandbox_services
+from sandboxes.drivers.base import SandboxSpec
 from sandboxes.models import Sandbox, Session
 from tests.conftest import SECRET
 
@@ -220,3 +223,20 @@ def test_metrics_report_pool_state_claims_and_failures(api_client, agent, user, 
     assert 'lap_pool_provision_failures_total{harness="codex"} 1.0' in text
     assert 'lap_pool_claims_total{harness="shell",outcome="hit"}' in text
     assert 'lap_pool_claim_seconds_bucket{harness="shell",le="0.05"}' in text
+
+
+def test_lap_down_stops_sessions_retires_the_pool_and_destroys_strays(agent, user, fake_driver):
+    warm(2)
+    session = create(agent, user)  # takes one of the two
+    fake_driver.create(SandboxSpec("stray", "shell", "t"))  # a sandbox no row knows
+    out = io.StringIO()
+    call_command("lap_down", stdout=out)
+    assert out.getvalue().strip() == (
+        "stopped 1 session(s), retired 1 warm sandbox(es), destroyed 1 other sandbox(es)"
+    )
+    assert not fake_driver.sandboxes
+    session.refresh_from_db()
+    assert (session.status, session.failure_reason) == ("dead", "the platform was shut down")
+    assert not Sandbox.objects.filter(state="running").exists()
+    call_command("lap_down", stdout=out)  # nothing left: nothing to do
+    assert out.getvalue().splitlines()[-1].startswith("stopped 0 session(s), retired 0")

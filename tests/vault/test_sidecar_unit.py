@@ -239,19 +239,25 @@ async def test_cached_resolver_keeps_no_failure_and_a_bounded_number_of_hosts():
     assert asked[-1] == "b.example" and asked.count("b.example") == 2
 
 
+async def _connect_through(resolver, host: str):
+    """A ``VaultAddon`` resolving with ``resolver`` that has seen ``CONNECT host:443``."""
+    vault = Vault(Fernet.generate_key())
+    vault.policy = _policy()
+    addon = VaultAddon(vault, resolver=resolver)
+    flow = tflow.tflow()
+    flow.request.method = "CONNECT"
+    flow.request.host, flow.request.port = host, 443
+    await addon.http_connect(flow)
+    return vault, addon, flow
+
+
 async def test_server_connect_pins_the_checked_address_and_refuses_a_rebind():
     answers = [[ipaddress.ip_address("93.184.216.34")], [ipaddress.ip_address("10.0.0.7")]]
 
     async def resolver(host: str, port: int):
         return answers.pop(0)
 
-    vault = Vault(Fernet.generate_key())
-    vault.policy = _policy()
-    addon = VaultAddon(vault, resolver=resolver)
-    flow = tflow.tflow()
-    flow.request.method = "CONNECT"
-    flow.request.host, flow.request.port = "Rebind.Example.", 443
-    await addon.http_connect(flow)
+    _, addon, flow = await _connect_through(resolver, "Rebind.Example.")
     assert flow.response is None
     data = server_hooks.ServerConnectionHookData(
         server=tflow.tserver_conn(), client=flow.client_conn
@@ -279,13 +285,7 @@ async def test_connect_to_a_name_without_an_address_says_so(answer):
             raise answer
         return answer
 
-    vault = Vault(Fernet.generate_key())
-    vault.policy = _policy()
-    addon = VaultAddon(vault, resolver=resolver)
-    flow = tflow.tflow()
-    flow.request.method = "CONNECT"
-    flow.request.host, flow.request.port = "nowhere.example", 443
-    await addon.http_connect(flow)
+    vault, _, flow = await _connect_through(resolver, "nowhere.example")
     assert flow.response is not None and flow.response.status_code == 502
     assert json.loads(flow.response.content) == {
         "error": "vault_blocked",

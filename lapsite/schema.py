@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
+from rest_framework.negotiation import DefaultContentNegotiation
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -17,6 +18,18 @@ class ErrorSerializer(serializers.Serializer):
         child=serializers.JSONField(),
         help_text="validation only: messages per field",
     )
+
+
+class FormatParameterNegotiation(DefaultContentNegotiation):
+    """``GET /api/schema/?format=json`` (or ``yaml``), as drf-spectacular documents it.
+
+    The API negotiates by ``Accept`` alone (``URL_FORMAT_OVERRIDE`` is off); the schema view
+    takes the query parameter too, since that is how its users ask for JSON.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        chosen = format_suffix or request.query_params.get("format")
+        return super().select_renderer(request, renderers, chosen)
 
 
 _DESCRIPTIONS = {

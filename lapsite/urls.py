@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from lapsite import health
+from lapsite.schema import FormatParameterNegotiation
 
 API = "api/v1/managed_agents/"
 
@@ -15,7 +16,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.HealthzView.as_view(), name="healthz"),
     path("metrics", health.metrics_view, name="metrics"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(content_negotiation_class=FormatParameterNegotiation),
+        name="schema",
+    ),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(API, include("agents.urls")),
     path(API, include("sandboxes.urls")),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from django.core.management import call_command
@@ -54,3 +56,15 @@ def test_swagger_ui_renders_with_assets_served_locally(anon_client):
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
     for cdn in ("cdn.jsdelivr.net", "unpkg.com", "cdnjs"):
         assert cdn not in page
+
+
+@pytest.mark.parametrize(
+    ("query", "media_type"),
+    [("", "application/vnd.oai.openapi"), ("?format=json", "application/vnd.oai.openapi+json")],
+)
+def test_the_schema_is_yaml_by_default_and_json_when_asked(anon_client, query, media_type):
+    reply = anon_client.get(f"/api/schema/{query}")
+    assert reply.status_code == 200
+    assert reply["Content-Type"].split(";")[0] == media_type
+    schema = json.loads(reply.content) if query else yaml.safe_load(reply.content)
+    assert schema["info"]["title"] == "LAP — agent platform API"

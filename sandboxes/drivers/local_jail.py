@@ -231,10 +231,17 @@ def staging_argv(sources: list[str], stage: Path) -> list[str]:
 
 
 def untraversable(path: str) -> str | None:
-    """The first directory on ``path`` (itself included) another uid cannot enter, if any."""
+    """The first directory on ``path`` (itself included) another uid cannot enter, if any.
+
+    Directories that do not exist yet do not count: the driver makes them (mode 0711).
+    """
     directory = Path(path)
     for step in (*reversed(directory.parents), directory):
-        if not os.stat(step).st_mode & 0o001:
+        try:
+            mode = os.stat(step).st_mode
+        except FileNotFoundError:
+            return None
+        if not mode & 0o001:
             return str(step)
     return None
 

@@ -17,11 +17,11 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from lapcli.status import AgentNotFound, api_error_from_response
+from lapcli.status import AgentNotFound, ExitStatus, LapError, api_error_from_response
 
 API_PREFIX = "/api/v1/managed_agents"
 PAGE_SIZE = 200
@@ -75,10 +75,12 @@ class Client:
 
     def create_session(self, agent_id: str, title: str = "lap-cli") -> Json:
         """Start a session; the platform answers at once with ``status: "creating"``."""
-        return self._json("POST", f"/agents/{agent_id}/session", json={"title": title})
+        return self._json(
+            "POST", f"/agents/{path_segment(agent_id)}/session", json={"title": title}
+        )
 
     def get_session(self, session_id: str) -> Json:
-        return self._json("GET", f"/sessions/{session_id}")
+        return self._json("GET", _session_path(session_id))
 
     def list_sessions(self, agent_id: str | None = None) -> list[Json]:
         """Sessions (optionally of one agent), across all pages."""
@@ -86,12 +88,12 @@ class Client:
 
     def delete_session(self, session_id: str) -> Json:
         """Stop a session's sandbox. Idempotent on the server."""
-        response = self._request("DELETE", f"/sessions/{session_id}")
+        response = self._request("DELETE", _session_path(session_id))
         return _json_or_empty(response)
 
     def abort(self, session_id: str) -> None:
         """Abort the in-flight chat turn of an API-harness session."""
-        self._request("POST", f"/sessions/{session_id}/abort")
+        self._request("POST", _session_path(session_id, "abort"))
 
     def exec(self, session_id: str, argv: list[str], timeout: float | None) -> Iterator[Json]:
         """Run ``argv`` in the session's sandbox; yields the NDJSON frames
@@ -99,14 +101,16 @@ class Client:
         body: Json = {"argv": argv}
         if timeout is not None:
             body["timeout"] = timeout
-        with self._stream("POST", f"/sessions/{session_id}/exec", body) as response:
+        with self._stream("POST", _session_path(session_id, "exec"), body) as response:
             for line in response.iter_lines():
                 if line.strip():
                     yield json.loads(line)
 
     def message_stream(self, session_id: str, text: str) -> Iterator[Json]:
         """Send one chat message; yields the Server-Sent Event payloads of the reply."""
-        with self._stream("POST", f"/sessions/{session_id}/message_stream", {"text": text}) as resp:
+        with self._stream(
+            "POST", _session_path(session_id, "message_stream"), {"text": text}
+        ) as resp:
             data: list[str] = []
             for line in resp.iter_lines():
                 if line.startswith("data:"):
@@ -120,7 +124,7 @@ class Client:
     def tty_url(self, session: Json) -> str:
         """The WebSocket URL of a session's terminal: its (usually relative) ``tty_url``
         resolved against the platform URL, with http→ws and https→wss."""
-        raw = session.get("tty_url") or f"{API_PREFIX}/sessions/{session['id']}/tty"
+        raw = session.get("tty_url") or API_PREFIX + _session_path(str(session["id"]), "tty")
         parts = urlsplit(urljoin(self.url + "/", raw))
         scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
         return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
@@ -171,6 +175,20 @@ class _Stream:
 
     def __exit__(self, *exc: object) -> None:
         self._cm.__exit__(*exc)
+
+
+def path_segment(value: str) -> str:
+    """``value`` escaped as one URL path segment (``/`` included), so a user-given name or id
+    can never reach another endpoint (``lap stop ../agents/x``). Every id put into a URL path
+    goes through here. Raises a usage :class:`LapError` for ``""``, ``.`` and ``..``, which
+    URL normalisation would drop or resolve."""
+    if value in ("", ".", ".."):
+        raise LapError(f"not a valid id: {value!r}", ExitStatus.USAGE)
+    return quote(value, safe="")
+
+
+def _session_path(session_id: str, action: str = "") -> str:
+    return f"/sessions/{path_segment(session_id)}" + (f"/{action}" if action else "")
 
 
 def session_id_from(value: str) -> str:

@@ -38,6 +38,21 @@ class LapGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
+class SessionRef(click.ParamType):
+    """A session id, or a URL containing ``/sessions/<uuid>``; converted to the id."""
+
+    name = "session"
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        session_id = session_id_from(value)
+        if not session_id.strip():
+            self.fail("give a session id (list them with: lap sessions)", param, ctx)
+        return session_id
+
+
+SESSION = SessionRef()
+
+
 MAIN_EPILOG = """\b
 Examples:
   lap login                       save the platform URL and your key
@@ -55,7 +70,12 @@ LAP_URL and LAP_KEY override the saved login; LAP_CONFIG_DIR moves ~/.lap.
 
 
 @click.group(cls=LapGroup, invoke_without_command=True, epilog=MAIN_EPILOG)
-@click.option("--resume", metavar="SESSION", help="Re-attach to a running session (= lap attach).")
+@click.option(
+    "--resume",
+    type=SESSION,
+    metavar="SESSION",
+    help="Re-attach to a running session (= lap attach).",
+)
 @click.option("--insecure", is_flag=True, help="Do not verify the platform's TLS certificate.")
 @click.version_option(package_name="lap", prog_name="lap")
 @click.pass_context
@@ -66,7 +86,7 @@ def cli(ctx: click.Context, resume: str | None, insecure: bool) -> None:
     ctx.call_on_close(env.close)
     if ctx.invoked_subcommand is None:
         if resume:
-            ctx.invoke(attach_cmd, session=resume)
+            ctx.invoke(attach_cmd, session_id=resume)
         else:
             click.echo(ctx.get_help())
 
@@ -193,11 +213,10 @@ def sessions(env: Environment, agent_name: str | None) -> None:
 
 
 @cli.command(epilog="Example:\n  lap stop 3f2a9c1e-…")
-@click.argument("session")
+@click.argument("session_id", metavar="SESSION", type=SESSION)
 @pass_env
-def stop(env: Environment, session: str) -> None:
+def stop(env: Environment, session_id: str) -> None:
     """Stop a session and its sandbox (safe to repeat)."""
-    session_id = session_id_from(session)
     result = env.client().delete_session(session_id)
     click.echo(f"session {session_id}: {result.get('status') or 'stopped'}")
 
@@ -270,12 +289,12 @@ Examples:
   lap --resume 3f2a9c1e-…
 """,
 )
-@click.argument("session")
+@click.argument("session_id", metavar="SESSION", type=SESSION)
 @pass_env
-def attach_cmd(env: Environment, session: str) -> None:
+def attach_cmd(env: Environment, session_id: str) -> None:
     """Re-attach to a running session (the current screen is replayed)."""
     client = env.client()
-    current = client.get_session(session_id_from(session))
+    current = client.get_session(session_id)
     if current.get("status") == "creating":
         current = wait_ready(env, client, current)
     _enter(env, client, current, None)
@@ -294,14 +313,16 @@ Examples:
   lap exec my-shell -- sh -c 'exit 3'; echo $?   prints 3
 """,
 )
-@click.option("--session", "session_ref", metavar="ID", help="Run in this existing session.")
+@click.option(
+    "--session", "session_id", type=SESSION, metavar="ID", help="Run in this existing session."
+)
 @click.option("--keep", is_flag=True, help="Do not stop the new session afterwards.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Kill the command after this long.")
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="[AGENT] -- CMD...")
 @pass_env
 def exec_cmd(
     env: Environment,
-    session_ref: str | None,
+    session_id: str | None,
     keep: bool,
     timeout: float | None,
     words: tuple[str, ...],
@@ -315,9 +336,7 @@ def exec_cmd(
         args = args[1:]
     client = env.client()
     created = False
-    if session_ref:
-        session_id = session_id_from(session_ref)
-    else:
+    if session_id is None:
         if not args:
             raise click.UsageError("give an AGENT (or --session ID) and a command")
         agent_ref, args = args[0], args[1:]

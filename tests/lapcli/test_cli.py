@@ -238,6 +238,55 @@ def test_stop_deletes_the_session_given_as_url(api: FakeApi, make_env) -> None:
     assert result.stdout == f"session {SESSION_ID}: deleted\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "method", "path"),
+    [
+        (["stop", "../agents/victim"], "DELETE", "/sessions/..%2Fagents%2Fvictim"),
+        (["attach", "../agents/victim"], "GET", "/sessions/..%2Fagents%2Fvictim"),
+        (["--resume", "x?y#z"], "GET", "/sessions/x%3Fy%23z"),
+        (
+            ["exec", "--session", "../agents/v", "--", "true"],
+            "POST",
+            "/sessions/..%2Fagents%2Fv/exec",
+        ),
+    ],
+)
+def test_user_given_ids_stay_one_path_segment(
+    api: FakeApi, make_env, args: list[str], method: str, path: str
+) -> None:
+    result = invoke(make_env(), *args)
+    assert result.exit_code == ExitStatus.NOT_FOUND, result.output
+    sent = [(r.method, r.url.raw_path.decode()) for r in api.requests]
+    assert sent == [(method, "/api/v1/managed_agents" + path)]
+
+
+def test_agent_ids_from_the_server_are_escaped_too(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([{"id": "../sessions/x", "name": "odd"}]))
+    invoke(make_env(), "exec", "odd", "--", "true")
+    created = api.requests[-1]
+    assert created.url.raw_path == b"/api/v1/managed_agents/agents/..%2Fsessions%2Fx/session"
+
+
+@pytest.mark.parametrize(
+    "args", [["attach", ""], ["stop", ""], ["--resume", ""], ["exec", "--session", "", "true"]]
+)
+def test_an_empty_session_id_is_a_usage_error(api: FakeApi, make_env, args: list[str]) -> None:
+    result = invoke(make_env(), *args)
+    assert result.exit_code == ExitStatus.USAGE
+    assert "give a session id (list them with: lap sessions)" in result.stderr
+    assert not api.requests
+
+
+@pytest.mark.parametrize("session_id", [".", ".."])
+def test_a_dot_session_id_is_refused_before_any_request(
+    api: FakeApi, make_env, session_id: str
+) -> None:
+    result = invoke(make_env(), "stop", session_id)
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == f"lap: not a valid id: {session_id!r}\n"
+    assert not api.requests
+
+
 # -- open: progress, failure, chat ----------------------------------------------------------------
 
 

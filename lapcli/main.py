@@ -331,30 +331,41 @@ def exec_cmd(
 
     Its stdout and stderr go to the local stdout and stderr. Without --session a new session of
     AGENT is started and stopped afterwards (like docker run --rm) unless --keep is given."""
+    agent_ref, argv = _exec_words(words, needs_agent=session_id is None)
+    client = env.client()
+    created = False
+    if agent_ref is not None:
+        found = client.resolve_agent(agent_ref)
+        session = client.create_session(str(found["id"]), title="lap exec")
+        session_id, created = str(session["id"]), True
+    assert session_id is not None
+    try:
+        if created:
+            wait_ready(env, client, session)
+        code = _stream_exec(env, client, session_id, argv, timeout)
+    finally:
+        if created and not keep:
+            client.delete_session(session_id)
+    click.get_current_context().exit(code)
+
+
+def _exec_words(words: tuple[str, ...], *, needs_agent: bool) -> tuple[str | None, list[str]]:
+    """Split ``[AGENT] [--] CMD...`` into the agent (None when not needed) and the command.
+
+    Checked before any API call, so a usage error never leaves a new session behind."""
     args = list(words)
     if args and args[0] == "--":
         args = args[1:]
-    client = env.client()
-    created = False
-    if session_id is None:
+    agent_ref = None
+    if needs_agent:
         if not args:
             raise click.UsageError("give an AGENT (or --session ID) and a command")
         agent_ref, args = args[0], args[1:]
         if args and args[0] == "--":
             args = args[1:]
-        found = client.resolve_agent(agent_ref)
-        session = client.create_session(str(found["id"]), title="lap exec")
-        session_id, created = str(session["id"]), True
     if not args:
         raise click.UsageError("no command given (put it after --)")
-    try:
-        if created:
-            wait_ready(env, client, session)
-        code = _stream_exec(env, client, session_id, args, timeout)
-    finally:
-        if created and not keep:
-            client.delete_session(session_id)
-    click.get_current_context().exit(code)
+    return agent_ref, args
 
 
 def _stream_exec(

@@ -464,6 +464,20 @@ def test_exec_in_an_existing_session_neither_creates_nor_stops(api: FakeApi, mak
     assert [r.method for r in api.requests] == ["POST"]
 
 
+@pytest.mark.parametrize(
+    "args", [["shell"], ["shell", "--"], ["--", "shell", "--"], ["--session", SESSION_ID, "--"]]
+)
+def test_exec_without_a_command_fails_before_starting_a_session(
+    api: FakeApi, make_env, args: list[str]
+) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500)]))
+    bring_up(api, [session()])
+    result = invoke(make_env(), "exec", *args)
+    assert result.exit_code == ExitStatus.USAGE
+    assert "no command given (put it after --)" in result.stderr
+    assert not api.requests  # no session was created, so none is left running
+
+
 def test_exec_timeout_exits_124_and_stops_the_session(api: FakeApi, make_env) -> None:
     api.on("GET", "/agents", paged([agent("shell", 500)]))
     bring_up(api, [session()])

@@ -231,6 +231,19 @@ def _supports_tui(session: dict[str, Any], agent: dict[str, Any] | None = None) 
     return True
 
 
+def _require_stdin_terminal(
+    env: Environment, session: dict[str, Any], agent: dict[str, Any] | None = None
+) -> None:
+    """A terminal session needs a terminal on stdin: raw mode and key-by-key input have nothing
+    to work on otherwise. Checked before a session is started, so none is left behind."""
+    if _supports_tui(session, agent) and not env.is_stdin_tty:
+        raise LapError(
+            "this session is a terminal and stdin is not one "
+            "(run it from a terminal, or use: lap exec AGENT -- CMD)",
+            ExitStatus.USAGE,
+        )
+
+
 def _enter(
     env: Environment, client: Client, session: dict[str, Any], agent: dict[str, Any] | None
 ) -> None:
@@ -270,6 +283,7 @@ def open_cmd(env: Environment, agent: str) -> None:
     terminal (a lone Ctrl-D detaches); API agents get a chat prompt."""
     client = env.client()
     found = client.resolve_agent(agent)
+    _require_stdin_terminal(env, {}, found)
     session = client.create_session(str(found["id"]))
     print(f"session {session['id']} for agent {found.get('name')}", file=env.stderr, flush=True)
     try:
@@ -295,6 +309,7 @@ def attach_cmd(env: Environment, session_id: str) -> None:
     """Re-attach to a running session (the current screen is replayed)."""
     client = env.client()
     current = client.get_session(session_id)
+    _require_stdin_terminal(env, current)
     if current.get("status") == "creating":
         current = wait_ready(env, client, current)
     _enter(env, client, current, None)

@@ -9,7 +9,8 @@ Guarantees of :func:`attach`:
 * a ``{"type":"exit","code":N}`` frame from the server ends the attach with exit status ``N``;
 * a dropped connection is retried with exponential backoff for up to 30 s, fetching a fresh
   session (and ``tty_token``) before every try; after that :class:`ConnectionLost` is raised;
-* refusals (close codes 44xx, HTTP 401/403/404 on the upgrade) raise :class:`LapError` at once.
+* refusals (close codes 44xx, HTTP 401/403/404 on the upgrade) raise :class:`LapError` at once;
+* so does an OSError of the local stdin/stdout: only the network is retried.
 
 Close codes are our own copy of the server's ``terminals/protocol.py`` values: lapcli may not
 import platform code.
@@ -27,6 +28,7 @@ import sys
 import termios
 import time
 import tty
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,7 +239,8 @@ class _Attachment:
                 outgoing.put_nowait(data)
 
         await ws.send(resize_frame(self.stdout_fd))
-        loop.add_reader(self.stdin_fd, on_stdin)
+        with _local_terminal("read from stdin"):
+            loop.add_reader(self.stdin_fd, on_stdin)
         loop.add_signal_handler(
             signal.SIGWINCH, lambda: outgoing.put_nowait(resize_frame(self.stdout_fd))
         )
@@ -277,8 +280,19 @@ class _Attachment:
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self.stdout_fd, view)
+            with _local_terminal("write to stdout"):
+                written = os.write(self.stdout_fd, view)
             view = view[written:]
+
+
+@contextlib.contextmanager
+def _local_terminal(action: str) -> Iterator[None]:
+    """Turn an OSError of our own stdin/stdout into a :class:`LapError` that ends the attach:
+    only network errors may be taken for a lost connection and retried."""
+    try:
+        yield
+    except OSError as exc:
+        raise LapError(f"cannot {action}: {exc.strerror or exc}") from None
 
 
 async def _send(ws: ClientConnection, outgoing: asyncio.Queue[bytes | str]) -> None:

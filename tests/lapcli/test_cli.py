@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from lapcli.client import Client, session_id_from
 from lapcli.config import mask
+from lapcli.context import Environment
 from lapcli.main import cli
 from lapcli.status import ExitStatus
 
@@ -53,6 +54,12 @@ def session(status: str = "ready", phase: str = "ready", **extra: Any) -> dict[s
 
 def invoke(env: Any, *args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), obj=env, input=input)
+
+
+def at_a_terminal(env: Environment) -> Environment:
+    """``env`` with stdin a terminal, as terminal agents need (CliRunner's stdin is not one)."""
+    env.stdin_isatty = True
+    return env
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -158,8 +165,8 @@ def test_agents_lists_all_three_pages(api: FakeApi, make_env) -> None:
 def test_open_finds_an_agent_on_the_last_page_by_name_and_by_id(api: FakeApi, make_env) -> None:
     api.on("GET", "/agents", paged(MANY))
     api.on("POST", "/agents/00000000-0000-4000-8000-000000000119/session", session("failed"))
-    by_name = invoke(make_env(), "open", "agent-119")
-    by_id = invoke(make_env(), "open", "00000000-0000-4000-8000-000000000119")
+    by_name = invoke(at_a_terminal(make_env()), "open", "agent-119")
+    by_id = invoke(at_a_terminal(make_env()), "open", "00000000-0000-4000-8000-000000000119")
     assert len(api.calls("POST", "/agents/00000000-0000-4000-8000-000000000119/session")) == 2
     assert by_name.exit_code == by_id.exit_code == ExitStatus.SESSION_FAILED
 
@@ -317,7 +324,7 @@ def test_open_prints_one_plain_line_per_phase_without_a_tty(api: FakeApi, make_e
             ),
         ],
     )
-    result = invoke(make_env(), "shell")
+    result = invoke(at_a_terminal(make_env()), "shell")
     assert result.exit_code == ExitStatus.SESSION_FAILED
     phases = [line.split(" (")[0].strip() for line in result.stderr.splitlines()[1:-1]]
     assert phases == ["claiming_warm", "creating_sandbox", "starting_harness"]
@@ -325,6 +332,31 @@ def test_open_prints_one_plain_line_per_phase_without_a_tty(api: FakeApi, make_e
     assert result.stderr.splitlines()[-1] == (
         f"lap: session {SESSION_ID} failed: image pull failed: no such image"
     )
+
+
+def test_a_terminal_agent_without_a_terminal_on_stdin_starts_nothing(
+    api: FakeApi, make_env
+) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500)]))
+    bring_up(api, [session()])
+    result = invoke(make_env(), "shell")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == (
+        "lap: this session is a terminal and stdin is not one "
+        "(run it from a terminal, or use: lap exec AGENT -- CMD)\n"
+    )
+    assert not api.calls("POST", "/agents/00000000-0000-4000-8000-000000000500/session")
+
+
+@pytest.mark.parametrize("args", [["attach", SESSION_ID], ["--resume", SESSION_ID]])
+def test_attach_without_a_terminal_on_stdin_fails_at_once(
+    api: FakeApi, make_env, args: list[str]
+) -> None:
+    api.on("GET", f"/sessions/{SESSION_ID}", session())
+    result = invoke(make_env(), *args)
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr.startswith("lap: this session is a terminal and stdin is not one")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def sse(*frames: dict[str, Any]) -> bytes:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from lapcli.client import Client
-from lapcli.status import LapError
+from lapcli.status import ConnectionLost, LapError
 from lapcli.tty import CLOSE_MESSAGES, CLOSE_UNAUTHORIZED, _Attachment
 
 from .conftest import LAP, FakePlatform
@@ -161,3 +161,47 @@ def test_a_refused_token_ends_the_attach_with_one_line(
         client.close()
     assert refused.value.message == CLOSE_MESSAGES[CLOSE_UNAUTHORIZED]
     assert platform.seen(session["id"])["tty_tokens_seen"] == ["Bearer forged"]
+
+
+def attach_until_it_ends(client: Client, session_id: str, stdin_fd: int, stdout_fd: int) -> None:
+    """Run an attach on the given fds; it must end on its own well before the 30 s
+    reconnect budget (a local error is not a lost connection)."""
+    attachment = _Attachment(client, session_id, stdin_fd, stdout_fd)
+    asyncio.run(asyncio.wait_for(attachment.run(), timeout=10))
+
+
+def ready_session(client: Client) -> str:
+    session = client.create_session(client.resolve_agent("shell")["id"])
+    wait_for(lambda: client.get_session(session["id"])["status"] == "ready")
+    return str(session["id"])
+
+
+def test_stdin_that_cannot_be_polled_ends_the_attach(platform: FakePlatform) -> None:
+    client = Client(platform.url, platform.key)
+    stdout_r, stdout_w = os.pipe()
+    try:
+        with open(os.devnull, "rb") as devnull, pytest.raises(LapError) as failed:
+            attach_until_it_ends(client, ready_session(client), devnull.fileno(), stdout_w)
+    finally:
+        os.close(stdout_r)
+        os.close(stdout_w)
+        client.close()
+    assert not isinstance(failed.value, ConnectionLost)
+    assert failed.value.message.startswith("cannot read from stdin: ")
+
+
+def test_a_closed_stdout_ends_the_attach(platform: FakePlatform) -> None:
+    client = Client(platform.url, platform.key)
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    os.close(stdout_r)  # writing to stdout now fails with EPIPE
+    os.write(stdin_w, b"echo hello\n")
+    try:
+        with pytest.raises(LapError) as failed:
+            attach_until_it_ends(client, ready_session(client), stdin_r, stdout_w)
+    finally:
+        for fd in (stdin_r, stdin_w, stdout_w):
+            os.close(fd)
+        client.close()
+    assert not isinstance(failed.value, ConnectionLost)
+    assert failed.value.message.startswith("cannot write to stdout: ")

@@ -4,8 +4,9 @@ It speaks only the documented API (DESIGN.md "REST API"), so it works against an
 server. Guarantees:
 
 * every non-2xx answer raises :class:`lapcli.status.ApiError` carrying the server's
-  ``{"error": …}`` message; transport failures surface as ``httpx`` exceptions, which
-  :func:`lapcli.status.describe` turns into one line;
+  ``{"error": …}`` message; a 2xx answer that is not the expected JSON raises
+  :class:`lapcli.status.NotAPlatform`; transport failures surface as ``httpx`` exceptions,
+  which :func:`lapcli.status.describe` turns into one line;
 * list calls walk every page (``limit``/``offset``), so nothing is silently capped at the first 50;
 * streaming calls (``exec``, ``message_stream``) yield parsed frames as they arrive and always
   close the response.
@@ -21,7 +22,13 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from lapcli.status import AgentNotFound, ExitStatus, LapError, api_error_from_response
+from lapcli.status import (
+    AgentNotFound,
+    ExitStatus,
+    LapError,
+    NotAPlatform,
+    api_error_from_response,
+)
 
 API_PREFIX = "/api/v1/managed_agents"
 PAGE_SIZE = 200
@@ -104,7 +111,7 @@ class Client:
         with self._stream("POST", _session_path(session_id, "exec"), body) as response:
             for line in response.iter_lines():
                 if line.strip():
-                    yield json.loads(line)
+                    yield _decode(line, response, dict)
 
     def message_stream(self, session_id: str, text: str) -> Iterator[Json]:
         """Send one chat message; yields the Server-Sent Event payloads of the reply."""
@@ -146,7 +153,8 @@ class Client:
                 return items
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+        response = self._request(method, path, **kwargs)
+        return _decode(response.content, response, (dict, list))
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self._http.request(method, path, **kwargs)
@@ -197,6 +205,18 @@ def session_id_from(value: str) -> str:
         match = UUID_RE.search(value.split("/sessions/", 1)[-1])
         if match:
             return match.group(0)
+    return value
+
+
+def _decode(text: str | bytes, response: httpx.Response, kind: type | tuple[type, ...]) -> Any:
+    """``text`` (from ``response``) parsed as JSON of type ``kind``; raises
+    :class:`NotAPlatform` for anything else, so a web page never surfaces as a traceback."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise NotAPlatform(response) from None
+    if not isinstance(value, kind):
+        raise NotAPlatform(response)
     return value
 
 

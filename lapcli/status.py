@@ -66,6 +66,18 @@ class ApiError(LapError):
         super().__init__(message, status)
 
 
+class NotAPlatform(LapError):
+    """An answer that is not the LAP API's JSON: a web page, a proxy's login form, another
+    service on that port. Usually the URL given to ``lap login`` is the wrong one."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        url = response.request.url.copy_with(query=None)
+        kind = response.headers.get("content-type") or "no content type"
+        super().__init__(
+            f"{url} did not answer like a LAP platform (HTTP {response.status_code}, {kind})"
+        )
+
+
 class AgentNotFound(LapError):
     status = ExitStatus.NOT_FOUND
 

@@ -225,6 +225,31 @@ def test_errors_are_one_line_with_a_mapped_status(
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.parametrize(
+    ("response", "described"),
+    [
+        (
+            httpx.Response(200, html="<html>Django admin</html>"),
+            "HTTP 200, text/html; charset=utf-8",
+        ),
+        (httpx.Response(302, headers={"location": "/login/"}), "HTTP 302, no content type"),
+        (httpx.Response(200, json="ok"), "HTTP 200, application/json"),
+    ],
+)
+def test_login_to_something_else_than_a_platform_is_one_line(
+    api: FakeApi, make_env, response: httpx.Response, described: str
+) -> None:
+    api.routes[("GET", "/admin/api/v1/managed_agents/agents")] = lambda r: response
+    env = make_env(LAP_URL="", LAP_KEY="")
+    result = invoke(env, "login", "--url", "http://lap.test/admin/", "--key", "k")
+    assert result.exit_code == ExitStatus.ERROR
+    assert result.stderr == (
+        "lap: http://lap.test/admin/api/v1/managed_agents/agents did not answer like a LAP "
+        f"platform ({described})\n"
+    )
+    assert not env.config.url  # nothing saved
+
+
 # -- sessions, stop ----------------------------------------------------------------------------
 
 
@@ -539,6 +564,20 @@ def test_exec_cut_short_is_an_error_and_still_stops_the_session(api: FakeApi, ma
     assert result.exit_code == ExitStatus.ERROR
     assert result.stderr.endswith("lap: exec ended without an exit code (the connection was cut)\n")
     assert len(api.calls("DELETE", f"/sessions/{SESSION_ID}")) == 1
+
+
+def test_exec_output_that_is_not_ndjson_is_one_line(api: FakeApi, make_env) -> None:
+    api.on(
+        "POST",
+        f"/sessions/{SESSION_ID}/exec",
+        lambda r: httpx.Response(200, html="<html>\n<p>Sign in</p>\n</html>"),
+    )
+    result = invoke(make_env(), "exec", "--session", SESSION_ID, "--", "ls")
+    assert result.exit_code == ExitStatus.ERROR
+    assert result.stderr.endswith(
+        f"lap: http://lap.test/api/v1/managed_agents/sessions/{SESSION_ID}/exec did not answer "
+        "like a LAP platform (HTTP 200, text/html; charset=utf-8)\n"
+    )
 
 
 # -- small pieces --------------------------------------------------------------------------------

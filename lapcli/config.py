@@ -88,7 +88,10 @@ def normalize_url(url: str) -> str:
     loopback hosts)."""
     url = url.strip().rstrip("/")
     if "://" not in url:
-        host = urlsplit(f"//{url}").hostname or ""
+        try:
+            host = urlsplit(f"//{url}").hostname or ""
+        except ValueError:  # e.g. an unclosed "[::1": the HTTP client reports the bad URL
+            host = ""
         loopback = host in ("localhost", "::1") or host.startswith("127.")
         url = f"{'http' if loopback else 'https'}://{url}"
     return url

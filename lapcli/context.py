@@ -29,6 +29,7 @@ class Environment:
     poll_interval: float = 0.25
     sleep: Callable[[float], None] = time.sleep
     _client: Client | None = field(default=None, init=False, repr=False)
+    _client_url: str | None = field(default=None, init=False, repr=False)
 
     # Streams are looked up at use time so click's CliRunner (which swaps sys.std*) sees them.
     @property
@@ -57,7 +58,9 @@ class Environment:
 
     @property
     def url(self) -> str | None:
-        return self.config.url
+        """The platform URL in use, for error messages: the one a client was last made for
+        (``lap login --url`` talks to a URL not saved yet), else the configured one."""
+        return self._client_url or self.config.url
 
     def client(self) -> Client:
         """The API client for the configured platform; raises :class:`NotLoggedIn`."""
@@ -69,6 +72,7 @@ class Environment:
         return self._client
 
     def make_client(self, url: str, key: str) -> Client:
+        self._client_url = url
         return Client(url, key, transport=self.transport, verify=not self.insecure)
 
     def close(self) -> None:

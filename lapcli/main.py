@@ -23,7 +23,7 @@ class LapGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (LapError, KeyboardInterrupt, httpx.TransportError) as exc:
+        except (LapError, KeyboardInterrupt, httpx.TransportError, httpx.InvalidURL) as exc:
             env = ctx.find_object(Environment)
             status, message = describe(exc, env.url if env else None)
             click.echo(f"lap: {message}", err=True)

@@ -1,8 +1,9 @@
 """Exit statuses and the one place where failures become a line of text and an exit code.
 
-Every expected failure in `lap` is an :class:`LapError` (or a transport error from httpx or
-websockets); :func:`describe` turns any of them into ``(ExitStatus, message)``. ``main()`` is the
-only caller, so the wording of every error the user can see lives in this module.
+Every expected failure in `lap` is an :class:`LapError` (or a transport or URL error from httpx,
+or a websockets error); :func:`describe` turns any of them into ``(ExitStatus, message)``.
+``main()`` is the only caller, so the wording of every error the user can see lives in this
+module.
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ def describe(exc: BaseException, url: str | None) -> tuple[ExitStatus, str]:
         return exc.status, exc.message
     if isinstance(exc, KeyboardInterrupt):
         return ExitStatus.INTERRUPTED, "interrupted"
+    if isinstance(exc, httpx.InvalidURL):
+        return ExitStatus.USAGE, f"{where} is not a valid URL ({exc})"
     if isinstance(exc, httpx.ConnectError):
         cause = exc.__context__
         if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc):

@@ -250,6 +250,30 @@ def test_login_to_something_else_than_a_platform_is_one_line(
     assert not env.config.url  # nothing saved
 
 
+@pytest.mark.parametrize(
+    ("url", "status", "line"),
+    [
+        ("http://[::1", ExitStatus.USAGE, "http://[::1 is not a valid URL (Invalid port: ':1')"),
+        ("[::1", ExitStatus.USAGE, "https://[::1 is not a valid URL (Invalid port: ':1')"),
+        ("notaurl", ExitStatus.UNREACHABLE, "cannot reach https://notaurl"),
+    ],
+)
+def test_login_names_the_url_it_could_not_use(
+    api: FakeApi, make_env, url: str, status: ExitStatus, line: str
+) -> None:
+    api.on("GET", "/agents", refuse)
+    result = invoke(make_env(LAP_URL="http://saved.test"), "login", "--url", url, "--key", "k")
+    assert result.exit_code == status
+    assert result.stderr == f"lap: {line}\n"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_an_invalid_lap_url_is_one_line(make_env) -> None:
+    result = invoke(make_env(LAP_URL="http://[::1"), "agents")
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == "lap: http://[::1 is not a valid URL (Invalid port: ':1')\n"
+
+
 # -- sessions, stop ----------------------------------------------------------------------------
 
 

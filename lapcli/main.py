@@ -11,7 +11,7 @@ from lapcli import chat, config
 from lapcli.client import Client, session_id_from
 from lapcli.context import Environment
 from lapcli.progress import wait_ready
-from lapcli.status import ExitStatus, LapError, describe
+from lapcli.status import ExitStatus, LapError, SessionFailed, describe
 
 pass_env = click.make_pass_decorator(Environment, ensure=True)
 
@@ -309,6 +309,8 @@ def attach_cmd(env: Environment, session_id: str) -> None:
     """Re-attach to a running session (the current screen is replayed)."""
     client = env.client()
     current = client.get_session(session_id)
+    if current.get("status") in ("dead", "failed"):
+        raise SessionFailed.ended(current)
     _require_stdin_terminal(env, current)
     if current.get("status") == "creating":
         current = wait_ready(env, client, current)

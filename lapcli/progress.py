@@ -70,12 +70,7 @@ def wait_ready(
             if status == "ready":
                 break
             if status in ("failed", "dead"):
-                reason = (
-                    session.get("failure_reason")
-                    or session.get("phase_detail")
-                    or "no reason given"
-                )
-                raise SessionFailed(f"session {session_id} {status}: {reason}")
+                raise SessionFailed.ended(session)
             if elapsed > timeout:
                 raise LapError(f"session {session_id} is still {status} after {timeout:.0f}s")
             env.sleep(delay)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import difflib
 import enum
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import httpx
 
@@ -90,6 +91,18 @@ class AgentNotFound(LapError):
 
 class SessionFailed(LapError):
     status = ExitStatus.SESSION_FAILED
+
+    @classmethod
+    def ended(cls, session: Mapping[str, Any]) -> SessionFailed:
+        """The error for a ``failed`` or ``dead`` session, worded from the API's fields: its
+        ``failure_reason`` when it has one (a failed bring-up, an idle timeout, a vanished
+        sandbox); a session someone stopped has none and is said to be stopped."""
+        name = f"session {session.get('id')}"
+        reason = session.get("failure_reason")
+        if session.get("status") == "failed":
+            reason = reason or session.get("phase_detail")
+            return cls(f"{name} failed: {reason}" if reason else f"{name} failed")
+        return cls(f"{name} is dead: {reason}" if reason else f"{name} was stopped")
 
 
 class ConnectionLost(LapError):

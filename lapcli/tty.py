@@ -179,10 +179,8 @@ class _Attachment:
             if self.lost_since is None or not retryable:
                 raise
             return None
-        status = session.get("status")
-        if status in ("dead", "failed"):
-            reason = session.get("failure_reason") or "no reason given"
-            raise SessionFailed(f"session {self.session_id} is {status}: {reason}")
+        if session.get("status") in ("dead", "failed"):
+            raise SessionFailed.ended(session)
         return session
 
     async def _wait_before_retry(self) -> None:

@@ -408,6 +408,31 @@ def test_attach_without_a_terminal_on_stdin_fails_at_once(
     assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("ended", "line"),
+    [
+        (session("dead", failure_reason=""), f"session {SESSION_ID} was stopped"),
+        (session("dead", failure_reason=None), f"session {SESSION_ID} was stopped"),
+        (
+            session("dead", failure_reason="idle timeout"),
+            f"session {SESSION_ID} is dead: idle timeout",
+        ),
+        (
+            session("failed", failure_reason="harness exited"),
+            f"session {SESSION_ID} failed: harness exited",
+        ),
+        (session("failed", failure_reason=""), f"session {SESSION_ID} failed"),
+    ],
+)
+def test_attach_to_an_ended_session_says_how_it_ended(
+    api: FakeApi, make_env, ended: dict[str, Any], line: str
+) -> None:
+    api.on("GET", f"/sessions/{SESSION_ID}", ended)
+    result = invoke(at_a_terminal(make_env()), "attach", SESSION_ID)
+    assert result.exit_code == ExitStatus.SESSION_FAILED
+    assert result.stderr == f"lap: {line}\n"
+
+
 def sse(*frames: dict[str, Any]) -> bytes:
     return b"".join(f"data: {json.dumps(f)}\n\n".encode() for f in frames)
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from lapcli.client import Client
-from lapcli.status import ConnectionLost, LapError
+from lapcli.status import ConnectionLost, LapError, SessionFailed
 from lapcli.tty import CLOSE_MESSAGES, CLOSE_UNAUTHORIZED, _Attachment
 
 from .conftest import LAP, FakePlatform
@@ -205,3 +205,18 @@ def test_a_closed_stdout_ends_the_attach(platform: FakePlatform) -> None:
         client.close()
     assert not isinstance(failed.value, ConnectionLost)
     assert failed.value.message.startswith("cannot write to stdout: ")
+
+
+def test_attaching_to_a_stopped_session_says_it_was_stopped(platform: FakePlatform) -> None:
+    client = Client(platform.url, platform.key)
+    session_id = ready_session(client)
+    client.delete_session(session_id)
+    read_fd, write_fd = os.pipe()  # stdin and stdout: never used, it ends before connecting
+    try:
+        with pytest.raises(SessionFailed) as ended:
+            attach_until_it_ends(client, session_id, read_fd, write_fd)
+    finally:
+        for fd in (read_fd, write_fd):
+            os.close(fd)
+        client.close()
+    assert ended.value.message == f"session {session_id} was stopped"

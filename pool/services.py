@@ -113,15 +113,14 @@ def pool_target_errors(targets: Mapping[str, int]) -> dict[str, str]:
 
 
 def pool_targets_set(targets: Mapping[str, int]) -> dict[str, HarnessPool]:
-    """Set the targets of the given harnesses (others keep theirs); a task then tops the pool
-    up and retires warm sandboxes above a lowered target.
+    """Set the targets of the given harnesses (others keep theirs) and top the pool up.
 
     Callers validate with ``pool_target_errors`` first.
     """
     with transaction.atomic():
         for harness, target in targets.items():
             PoolTarget.objects.update_or_create(harness_id=harness, defaults={"target": target})
-        transaction.on_commit(lambda: async_task("pool.tasks.pool_resize"))
+        transaction.on_commit(lambda: async_task("pool.tasks.pool_top_up"))
     return pool_status()
 
 
@@ -179,34 +178,9 @@ def pool_top_up() -> dict[str, int]:
     return reserved
 
 
-def pool_trim() -> dict[str, int]:
-    """Retire warm sandboxes above their harness's target, oldest first.
-
-    A lowered (or removed) target takes effect now rather than when the extra sandboxes age
-    out. Only warm ones are retired: a provisioning sandbox is still booting, and once warm
-    the next trim counts it. Each retirement is a compare-and-set against a claim, so a
-    sandbox a session takes meanwhile is kept. Returns how many it retired per harness.
-    """
-    targets = dict(PoolTarget.objects.values_list("harness_id", "target"))
-    unclaimed = Sandbox.objects.filter(pool_state__in=ACTIVE, session__isnull=True)
-    active = unclaimed.values_list("harness_id").annotate(n=Count("id"))
-    trimmed: Counter[str] = Counter()
-    for harness, count in active:
-        surplus = count - targets.get(harness, 0)
-        if surplus <= 0:
-            continue
-        oldest = unclaimed.filter(harness_id=harness, pool_state=Sandbox.PoolState.WARM)
-        for sandbox in oldest.order_by("ready_at")[:surplus]:
-            if pool_sandbox_retire(sandbox, Sandbox.PoolState.RETIRED, "above the pool target"):
-                trimmed[harness] += 1
-    return dict(trimmed)
-
-
 def pool_maintain() -> dict[str, int]:
     """Recycle and repair the unclaimed pool; claimed sandboxes are never touched.
 
-    - warm sandboxes above their harness's target are destroyed (``trimmed``, see
-      ``pool_trim``);
     - warm sandboxes older than ``LAP_POOL_MAX_AGE`` are destroyed (``retired``);
     - warm sandboxes whose runner or vault fails its health check are destroyed (``broken``);
     - sandboxes still provisioning after ``LAP_CREATING_TIMEOUT`` (a lost task) are
@@ -214,7 +188,7 @@ def pool_maintain() -> dict[str, int]:
 
     Then the pool is topped up. Returns counts of what it did.
     """
-    counts: Counter[str] = Counter(trimmed=sum(pool_trim().values()))
+    counts: Counter[str] = Counter()
     now = timezone.now()
     unclaimed = Sandbox.objects.filter(session__isnull=True)
     old = now - timedelta(seconds=settings.LAP_POOL_MAX_AGE)
@@ -235,4 +209,4 @@ def pool_maintain() -> dict[str, int]:
         if pool_sandbox_retire(sandbox, Sandbox.PoolState.FAILED, "provisioning timed out"):
             counts["stuck"] += 1
     counts.update({f"reserved_{h}": n for h, n in pool_top_up().items()})
-    return {name: n for name, n in counts.items() if n}
+    return dict(counts)

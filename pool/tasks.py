@@ -14,14 +14,6 @@ def pool_top_up() -> dict[str, int]:
     return services.pool_top_up()
 
 
-def pool_resize() -> dict[str, int]:
-    """After targets change: retire what is above them, then top up to them."""
-    trimmed = services.pool_trim()
-    if trimmed:
-        logger.info("pool trimmed to its targets: %s", trimmed)
-    return services.pool_top_up()
-
-
 def pool_provision(sandbox_id: str) -> bool:
     return pool_sandbox_provision(sandbox_id)
 

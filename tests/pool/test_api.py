@@ -3,8 +3,6 @@ from __future__ import annotations
 import pytest
 
 from pool.models import PoolTarget
-from sandboxes.models import Sandbox
-from sandboxes.services import pool_sandbox_provision
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/managed_agents/pool"
@@ -25,22 +23,6 @@ def test_put_sets_targets_and_tops_up(api_client, django_capture_on_commit_callb
     assert reply.status_code == 200, reply.json()
     assert reply.json()["harnesses"]["codex"]["target"] == 1
     assert PoolTarget.objects.get(harness_id="codex").target == 1
-
-
-def test_put_lowering_a_target_retires_warm_sandboxes_above_it(
-    api_client, fake_driver, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        api_client.put(URL, {"targets": {"shell": 3}}, format="json")
-    for pk in Sandbox.objects.filter(pool_state="provisioning").values_list("pk", flat=True):
-        pool_sandbox_provision(pk)
-    assert Sandbox.objects.filter(pool_state="warm").count() == 3
-    with django_capture_on_commit_callbacks(execute=True):
-        reply = api_client.put(URL, {"targets": {"shell": 1}}, format="json")
-    assert reply.status_code == 200, reply.json()
-    assert Sandbox.objects.filter(pool_state="warm").count() == 1
-    assert Sandbox.objects.filter(pool_state="retired", state="destroyed").count() == 2
-    assert api_client.get(URL).json()["harnesses"]["shell"]["warm"] == 1
 
 
 @pytest.mark.parametrize(

@@ -140,36 +140,6 @@ def test_removes_broken_warm_sandboxes_and_replaces_them(fake_driver):
     assert Sandbox.objects.filter(pool_state="warm").exclude(pk=broken.pk).count() == 1
 
 
-def test_a_lowered_target_retires_the_oldest_warm_surplus(fake_driver):
-    first, second, third = warm(3)
-    start = timezone.now()
-    for offset, sandbox in enumerate((second, third, first)):  # oldest → newest: 2, 3, 1
-        Sandbox.objects.filter(pk=sandbox.pk).update(ready_at=start + timedelta(seconds=offset))
-    PoolTarget.objects.filter(harness_id="shell").update(target=1)
-    assert services.pool_trim() == {"shell": 2}
-    assert list(Sandbox.objects.filter(pool_state="warm")) == [first]
-    for gone in (second, third):
-        gone.refresh_from_db()
-        assert (gone.pool_state, gone.state) == ("retired", "destroyed")
-        assert str(gone.id) in fake_driver.destroyed
-    assert services.pool_trim() == {}
-    assert services.pool_top_up() == {}  # at the new target: nothing to replace
-
-
-def test_trim_spares_claimed_and_provisioning_sandboxes(agent, user, fake_driver):
-    warm(2)
-    session = create(agent, user)
-    services.pool_top_up()  # reserves a replacement: provisioning, not booted yet
-    assert Sandbox.objects.filter(pool_state="provisioning").count() == 1
-    PoolTarget.objects.filter(harness_id="shell").update(target=0)
-    assert services.pool_trim() == {"shell": 1}  # the one warm one
-    assert Sandbox.objects.filter(pool_state="provisioning").count() == 1
-    assert Sandbox.objects.get(session=session).state == "running"
-    provision()  # now warm, and above the target of 0
-    assert services.pool_maintain() == {"trimmed": 1}
-    assert not Sandbox.objects.filter(pool_state__in=("warm", "provisioning")).exists()
-
-
 def test_maintenance_never_touches_claimed_sandboxes(agent, user, fake_driver, settings):
     settings.LAP_POOL_MAX_AGE = 0
     warm(1)

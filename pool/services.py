@@ -199,8 +199,8 @@ def pool_maintain() -> dict[str, int]:
         problem = pool_sandbox_check(sandbox)
         if problem is None:
             continue
-        logger.warning("warm sandbox %s is broken, replacing it: %s", sandbox.id, problem)
         if pool_sandbox_retire(sandbox, Sandbox.PoolState.BROKEN, problem):
+            logger.warning("warm sandbox %s was broken, replaced: %s", sandbox.id, problem)
             counts["broken"] += 1
     stuck = now - timedelta(seconds=settings.LAP_CREATING_TIMEOUT)
     for sandbox in unclaimed.filter(

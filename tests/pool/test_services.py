@@ -140,6 +140,23 @@ def test_removes_broken_warm_sandboxes_and_replaces_them(fake_driver):
     assert Sandbox.objects.filter(pool_state="warm").exclude(pk=broken.pk).count() == 1
 
 
+def test_a_sandbox_claimed_during_its_health_check_is_kept_and_not_called_broken(
+    agent, user, fake_driver, monkeypatch, caplog
+):
+    (sandbox,) = warm(1)
+
+    def claimed_meanwhile(checked: Sandbox) -> str:
+        session = create(agent, user)  # the claim lands between the listing and the retire
+        assert Sandbox.objects.get(session=session).pk == checked.pk
+        return "runner: unexpected health {'started': True}"
+
+    monkeypatch.setattr(services, "pool_sandbox_check", claimed_meanwhile)
+    assert "broken" not in services.pool_maintain()
+    sandbox.refresh_from_db()
+    assert (sandbox.pool_state, sandbox.state) == ("claimed", "running")
+    assert "broken" not in caplog.text
+
+
 def test_maintenance_never_touches_claimed_sandboxes(agent, user, fake_driver, settings):
     settings.LAP_POOL_MAX_AGE = 0
     warm(1)

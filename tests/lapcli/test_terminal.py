@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -142,25 +143,35 @@ def test_reconnects_with_a_fresh_token_when_the_socket_drops(
     assert lap.finish() == 0
 
 
-def test_a_refused_token_ends_the_attach_with_one_line(
-    platform: FakePlatform, tmp_path: Path, monkeypatch
-) -> None:
+@pytest.fixture
+def client(platform: FakePlatform) -> Iterator[Client]:
     client = Client(platform.url, platform.key)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pipe() -> Iterator[Callable[..., tuple[int, int]]]:
+    """``pipe()`` is ``os.pipe()`` whose ends are closed after the test; ``pipe(reader=False)``
+    closes the read end at once, so writes fail with EPIPE (its number is not to be used)."""
+    made: list[int] = []
+
+    def make(*, reader: bool = True) -> tuple[int, int]:
+        read_fd, write_fd = os.pipe()
+        if not reader:
+            os.close(read_fd)
+        made.extend((read_fd, write_fd) if reader else (write_fd,))
+        return read_fd, write_fd
+
+    yield make
+    for fd in made:
+        os.close(fd)
+
+
+def ready_session(client: Client) -> str:
     session = client.create_session(client.resolve_agent("shell")["id"])
     wait_for(lambda: client.get_session(session["id"])["status"] == "ready")
-    real_get = client.get_session
-    monkeypatch.setattr(client, "get_session", lambda sid: {**real_get(sid), "tty_token": "forged"})
-    stdin_r, stdin_w = os.pipe()
-    stdout_r, stdout_w = os.pipe()
-    try:
-        with pytest.raises(LapError) as refused:
-            asyncio.run(_Attachment(client, session["id"], stdin_r, stdout_w).run())
-    finally:
-        for fd in (stdin_r, stdin_w, stdout_r, stdout_w):
-            os.close(fd)
-        client.close()
-    assert refused.value.message == CLOSE_MESSAGES[CLOSE_UNAUTHORIZED]
-    assert platform.seen(session["id"])["tty_tokens_seen"] == ["Bearer forged"]
+    return str(session["id"])
 
 
 def attach_until_it_ends(client: Client, session_id: str, stdin_fd: int, stdout_fd: int) -> None:
@@ -170,53 +181,42 @@ def attach_until_it_ends(client: Client, session_id: str, stdin_fd: int, stdout_
     asyncio.run(asyncio.wait_for(attachment.run(), timeout=10))
 
 
-def ready_session(client: Client) -> str:
-    session = client.create_session(client.resolve_agent("shell")["id"])
-    wait_for(lambda: client.get_session(session["id"])["status"] == "ready")
-    return str(session["id"])
+def test_a_refused_token_ends_the_attach_with_one_line(
+    platform: FakePlatform, client: Client, pipe, monkeypatch
+) -> None:
+    session_id = ready_session(client)
+    real_get = client.get_session
+    monkeypatch.setattr(client, "get_session", lambda sid: {**real_get(sid), "tty_token": "forged"})
+    stdin_r, _ = pipe()
+    _, stdout_w = pipe()
+    with pytest.raises(LapError) as refused:
+        asyncio.run(_Attachment(client, session_id, stdin_r, stdout_w).run())
+    assert refused.value.message == CLOSE_MESSAGES[CLOSE_UNAUTHORIZED]
+    assert platform.seen(session_id)["tty_tokens_seen"] == ["Bearer forged"]
 
 
-def test_stdin_that_cannot_be_polled_ends_the_attach(platform: FakePlatform) -> None:
-    client = Client(platform.url, platform.key)
-    stdout_r, stdout_w = os.pipe()
-    try:
-        with open(os.devnull, "rb") as devnull, pytest.raises(LapError) as failed:
-            attach_until_it_ends(client, ready_session(client), devnull.fileno(), stdout_w)
-    finally:
-        os.close(stdout_r)
-        os.close(stdout_w)
-        client.close()
+def test_stdin_that_cannot_be_polled_ends_the_attach(client: Client, pipe) -> None:
+    _, stdout_w = pipe()
+    with open(os.devnull, "rb") as devnull, pytest.raises(LapError) as failed:
+        attach_until_it_ends(client, ready_session(client), devnull.fileno(), stdout_w)
     assert not isinstance(failed.value, ConnectionLost)
     assert failed.value.message.startswith("cannot read from stdin: ")
 
 
-def test_a_closed_stdout_ends_the_attach(platform: FakePlatform) -> None:
-    client = Client(platform.url, platform.key)
-    stdin_r, stdin_w = os.pipe()
-    stdout_r, stdout_w = os.pipe()
-    os.close(stdout_r)  # writing to stdout now fails with EPIPE
+def test_a_closed_stdout_ends_the_attach(client: Client, pipe) -> None:
+    stdin_r, stdin_w = pipe()
+    _, stdout_w = pipe(reader=False)  # writing to stdout fails with EPIPE
     os.write(stdin_w, b"echo hello\n")
-    try:
-        with pytest.raises(LapError) as failed:
-            attach_until_it_ends(client, ready_session(client), stdin_r, stdout_w)
-    finally:
-        for fd in (stdin_r, stdin_w, stdout_w):
-            os.close(fd)
-        client.close()
+    with pytest.raises(LapError) as failed:
+        attach_until_it_ends(client, ready_session(client), stdin_r, stdout_w)
     assert not isinstance(failed.value, ConnectionLost)
     assert failed.value.message.startswith("cannot write to stdout: ")
 
 
-def test_attaching_to_a_stopped_session_says_it_was_stopped(platform: FakePlatform) -> None:
-    client = Client(platform.url, platform.key)
+def test_attaching_to_a_stopped_session_says_it_was_stopped(client: Client, pipe) -> None:
     session_id = ready_session(client)
     client.delete_session(session_id)
-    read_fd, write_fd = os.pipe()  # stdin and stdout: never used, it ends before connecting
-    try:
-        with pytest.raises(SessionFailed) as ended:
-            attach_until_it_ends(client, session_id, read_fd, write_fd)
-    finally:
-        for fd in (read_fd, write_fd):
-            os.close(fd)
-        client.close()
+    read_fd, write_fd = pipe()  # stdin and stdout: never used, it ends before connecting
+    with pytest.raises(SessionFailed) as ended:
+        attach_until_it_ends(client, session_id, read_fd, write_fd)
     assert ended.value.message == f"session {session_id} was stopped"

@@ -97,10 +97,15 @@ def platform(upstream_ca):
     live.stop()
 
 
-def sh(platform, session_id: str, script: str) -> tuple[str, int | None]:
-    status, events = run(platform, session_id, {"argv": ["sh", "-c", script], "timeout": 30})
+def in_sandbox(platform, session_id: str, argv: list[str]) -> tuple[str, int | None]:
+    """``argv`` run in the sandbox through the exec API: its output and exit code."""
+    status, events = run(platform, session_id, {"argv": argv, "timeout": 30})
     assert status == 200, events
     return "".join(e.get("data", "") for e in events), events[-1].get("exit_code")
+
+
+def sh(platform, session_id: str, script: str) -> tuple[str, int | None]:
+    return in_sandbox(platform, session_id, ["sh", "-c", script])
 
 
 def make_agent(platform, name: str, value: str, **fields) -> dict:
@@ -115,10 +120,7 @@ def make_agent(platform, name: str, value: str, **fields) -> dict:
 
 def via_vault(platform, session_id: str, argv: list[str]) -> tuple[str, int | None]:
     """``argv`` in the sandbox with ``NO_PROXY`` unset (see ``VIA_VAULT``); output and exit."""
-    body = {"argv": ["env", "-u", "NO_PROXY", "-u", "no_proxy", *argv], "timeout": 30}
-    status, events = run(platform, session_id, body)
-    assert status == 200, events
-    return "".join(e.get("data", "") for e in events), events[-1].get("exit_code")
+    return in_sandbox(platform, session_id, ["env", "-u", "NO_PROXY", "-u", "no_proxy", *argv])
 
 
 def curl(port: int, host: str = "localhost") -> str:

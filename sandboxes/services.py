@@ -647,10 +647,15 @@ def session_stop(session: Session, *, reason: str = "") -> bool:
     return stopped
 
 
+# Sessions a stop still has work for: live ones, and ended ones whose sandbox is still up.
+_TO_STOP = Q(status__in=LIVE) | Q(
+    sandboxes__state__in=[Sandbox.State.CREATING, Sandbox.State.RUNNING]
+)
+
+
 def session_stop_all_for_agent(agent: Agent) -> int:
     """Stop every live session of ``agent`` (and destroy leftover sandboxes); returns how many."""
-    leftover = Q(sandboxes__state__in=[Sandbox.State.CREATING, Sandbox.State.RUNNING])
-    sessions = agent.sessions.filter(Q(status__in=LIVE) | leftover).distinct()
+    sessions = agent.sessions.filter(_TO_STOP).distinct()
     return sum(session_stop(session) for session in sessions)
 
 
@@ -662,9 +667,7 @@ def platform_down() -> dict[str, int]:
     worker would refill the warm pool. Returns what it stopped, retired and destroyed.
     """
     counts: Counter[str] = Counter(sessions=0, warm=0, other=0)
-    sessions = Session.objects.filter(
-        Q(status__in=LIVE) | Q(sandboxes__state__in=[Sandbox.State.CREATING, Sandbox.State.RUNNING])
-    ).distinct()
+    sessions = Session.objects.filter(_TO_STOP).distinct()
     counts["sessions"] = sum(session_stop(s, reason="the platform was shut down") for s in sessions)
     warm = Sandbox.objects.filter(
         session__isnull=True,

@@ -280,3 +280,4 @@ def test_git_httpx_and_node_fetch_in_the_sandbox_send_the_real_value(platform, u
     assert code == 0, out
     assert authorization("/node") == f"Bearer {secret}"
     assert secret not in out
+    assert secret not in platform.log.read_text()

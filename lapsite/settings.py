@@ -210,8 +210,8 @@ LAP_K8S_PRIORITY_CLASS_ACTIVE = env.str(
     "LAP_K8S_PRIORITY_CLASS_ACTIVE", default="lap-sandbox-active"
 )
 LAP_K8S_PRIORITY_CLASS_WARM = env.str("LAP_K8S_PRIORITY_CLASS_WARM", default="lap-sandbox-warm")
-# Seconds a sandbox pod may be unschedulable before its session fails (preemption of warm
-# pods and cluster autoscalers make short spells normal).
+# Seconds a sandbox pod may be unschedulable before its session fails (preemption and
+# cluster autoscalers make short spells normal).
 LAP_K8S_UNSCHEDULABLE_GRACE = env.int("LAP_K8S_UNSCHEDULABLE_GRACE", default=120)
 # Extra CIDRs allowed to reach sandbox pods besides the platform's own pods (development).
 LAP_K8S_INGRESS_CIDRS = env.list("LAP_K8S_INGRESS_CIDRS", default=[])

@@ -7,8 +7,8 @@ or ``exited`` (with why: ``OOMKilled``, ``Error (exit code 1)``, ``Evicted: …`
 ``pod deleted``). ``wait_ready`` gives up on a fatal pending pod at once; reconcile fails a
 creating session whose pod is pending with a reason, and kills a ready one whose pod exited.
 
-Unschedulable is fatal only after ``unschedulable_grace`` seconds: while a higher-priority pod
-preempts warm ones, or a cluster autoscaler adds a node, the scheduler reports it for a while.
+Unschedulable is fatal only after ``unschedulable_grace`` seconds: while a pod preempts
+lower-priority ones, or a cluster autoscaler adds a node, the scheduler reports it for a while.
 """
 
 from __future__ import annotations

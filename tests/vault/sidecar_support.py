@@ -25,7 +25,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import brotli
 import httpx
@@ -102,28 +102,78 @@ class Pki:
         return key_pem + cert.public_bytes(serialization.Encoding.PEM) + self.root.cert_pem.bytes()
 
 
-class Upstream:
-    """An HTTPS server (aiohttp, own thread and loop) that records every request it receives."""
+def echo_seen(
+    method: str, path: str, headers: list[tuple[str, str]], body: bytes
+) -> dict[str, Any]:
+    """What an echo endpoint records of a request, and answers as JSON."""
+    return {
+        "method": method,
+        "path": path,
+        "headers": headers,
+        "body": body.decode("utf-8", "replace"),
+    }
+
+
+def echo_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """The response headers of an echo: ``X-Echoed`` carries the request's ``X-Echo``, so a test
+    can see how response headers are scrubbed."""
+    value = next((v for k, v in headers if k.lower() == "x-echo"), "")
+    return {"x-echoed": value} if value else {}
+
+
+def received_headers(seen: dict[str, Any]) -> dict[str, str]:
+    """The headers an upstream recorded for a request, by lower-case name."""
+    return {k.lower(): v for k, v in seen["headers"]}
+
+
+class _TlsServerThread:
+    """A TLS server on 127.0.0.1, run by its own event loop in its own thread, with a
+    certificate from ``ca``; it records every request it receives in ``received``."""
 
     def __init__(self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1")):
         self.cert = ca.issue_cert(*names)
         self.received: list[dict[str, Any]] = []
-        self.git_password = ""
         self.port = 0
         self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    def start(self) -> Upstream:
+    def start(self) -> Self:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
 
     def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.cert.configure_cert(context)
+        return context
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+
+class Upstream(_TlsServerThread):
+    """An HTTPS server (aiohttp) that records every request it receives."""
+
+    def __init__(self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1")):
+        super().__init__(ca, names)
+        self.git_password = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def _start(self) -> None:
         app = web.Application(client_max_size=1024**3)
@@ -133,26 +183,18 @@ class Upstream:
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/repo.git/info/refs", self._git_refs)
         app.router.add_route("*", "/{tail:.*}", self._echo)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.cert.configure_cert(context)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._tls_context())
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _echo(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        seen = {
-            "method": request.method,
-            "path": request.path_qs,
-            "raw_path": request.raw_path,
-            "headers": list(request.headers.items()),
-            "body": body.decode("utf-8", "replace"),
-        }
+        headers = list(request.headers.items())
+        seen = echo_seen(request.method, request.path_qs, headers, await request.read())
+        seen["raw_path"] = request.raw_path
         self.received.append(seen)
-        echo_header = request.headers.get("X-Echo", "")
-        return web.json_response(seen, headers={"X-Echoed": echo_header} if echo_header else {})
+        return web.json_response(seen, headers=echo_headers(headers))
 
     async def _git_refs(self, request: web.Request) -> web.Response:
         """A git smart-HTTP ref advertisement of an empty repository, behind Basic auth."""
@@ -253,10 +295,6 @@ class Upstream:
                 self.received.append({"ws": message.data.decode("utf-8", "replace")})
                 await ws.send_bytes(message.data)
         return ws
-
-    @property
-    def url(self) -> str:
-        return f"https://localhost:{self.port}"
 
 
 class Sidecar:

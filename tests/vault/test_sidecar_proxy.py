@@ -25,11 +25,7 @@ from tests.vault.sidecar_fixtures import (  # noqa: F401 (fixtures)
     upstream,
     vault_env,
 )
-from tests.vault.sidecar_support import Upstream, basic
-
-
-def _headers(seen: dict) -> dict[str, str]:
-    return {k.lower(): v for k, v in seen["headers"]}
+from tests.vault.sidecar_support import Upstream, basic, received_headers
 
 
 def _connect(proxy: str, authority: str) -> tuple[int, bytes]:
@@ -72,7 +68,7 @@ def test_header_basic_and_query_stubs_arrive_swapped(vault_env: VaultEnv):
         )
     assert response.status_code == 200
     seen = vault_env.upstream.received[-1]
-    headers = _headers(seen)
+    headers = received_headers(seen)
     assert headers["authorization"] == f"Bearer {value}"
     assert headers["x-custom"] == f"prefix-{value}-suffix"
     assert headers["x-basic"] == basic("x-access-token", value)
@@ -85,7 +81,7 @@ def test_basic_authorization_header_is_decoded_swapped_and_reencoded(vault_env: 
     stub, value = vault_env.stub("GH"), vault_env.value("GH")
     with vault_env.sidecar.client() as client:
         assert client.get(f"{vault_env.upstream.url}/git", auth=("x-access-token", stub)).is_success
-    assert _headers(vault_env.upstream.received[-1])["authorization"] == basic(
+    assert received_headers(vault_env.upstream.received[-1])["authorization"] == basic(
         "x-access-token", value
     )
 
@@ -115,8 +111,8 @@ def test_body_stub_swapped_in_any_encoding(vault_env: VaultEnv, encoding, compre
     seen = vault_env.upstream.received[-1]
     # aiohttp decodes the request body by its Content-Encoding; a wrong length would fail here
     assert json.loads(seen["body"])["token"] == value
-    assert _headers(seen)["content-encoding"] == encoding
-    assert int(_headers(seen)["content-length"]) != len(sent)
+    assert received_headers(seen)["content-encoding"] == encoding
+    assert int(received_headers(seen)["content-length"]) != len(sent)
 
 
 @pytest.mark.parametrize("step", [1, 3, 7])
@@ -135,7 +131,7 @@ def test_chunked_body_with_stub_split_at_every_offset(vault_env: VaultEnv, step:
             assert response.status_code == 200
             seen = vault_env.upstream.received[-1]
             assert seen["tail"] == f"head {value} tail", offset
-            assert "chunked" in _headers(seen).get("transfer-encoding", "")
+            assert "chunked" in received_headers(seen).get("transfer-encoding", "")
 
 
 def test_chunked_body_with_stub_in_one_byte_chunks(vault_env: VaultEnv):
@@ -234,7 +230,7 @@ def test_lookalike_stub_differing_in_case_is_not_swapped(vault_env: VaultEnv):
     lookalike = vault_env.stub("GH").upper()
     with vault_env.sidecar.client() as client:
         assert client.get(f"{vault_env.upstream.url}/x", headers={"X-T": lookalike}).is_success
-    assert _headers(vault_env.upstream.received[-1])["x-t"] == lookalike
+    assert received_headers(vault_env.upstream.received[-1])["x-t"] == lookalike
 
 
 def test_host_header_differing_from_connect_authority_is_refused(vault_env: VaultEnv):
@@ -346,7 +342,8 @@ def test_echoed_values_are_scrubbed_in_headers_and_body(vault_env: VaultEnv):
     assert response.headers["x-echoed"] == stub
     assert vault_env.value("GH") not in response.text
     assert stub in response.text
-    assert _headers(vault_env.upstream.received[-1])["authorization"] == vault_env.value("GH")
+    seen = vault_env.upstream.received[-1]
+    assert received_headers(seen)["authorization"] == vault_env.value("GH")
 
 
 def test_sse_stream_with_values_split_across_chunks_is_scrubbed(vault_env: VaultEnv):
@@ -429,7 +426,7 @@ def test_rotation_takes_effect_on_the_next_request(vault_env: VaultEnv):
         vault_env.secrets["GH"]["value"] = "rotated-" + old[::-1]
         vault_env.push()
         client.get(url, headers={"Authorization": vault_env.stub("GH")})
-    first, second = (_headers(r)["authorization"] for r in vault_env.upstream.received)
+    first, second = (received_headers(r)["authorization"] for r in vault_env.upstream.received)
     assert first == old
     assert second == "rotated-" + old[::-1]
 

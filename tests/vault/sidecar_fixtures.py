@@ -3,7 +3,7 @@
 ``vault_env`` pushes a bundle with 20 secrets (``GH`` for ``localhost``, ``OTHER`` for
 ``*.example.test``, fillers) and lets tests push newer versions. Every stub and real value ever
 pushed is remembered in ``ALL_SECRETS`` and every sidecar logs into ``LOG_DIR``, so the log-leak
-test can grep all of it.
+test can grep all of it. ``h2_upstream`` is the HTTP/2-only upstream, emptied for each test.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.vault.sidecar_support import Pki, Sidecar, Upstream, make_stub, make_value
+from tests.vault.sidecar_support import (
+    H2Upstream,
+    Pki,
+    Sidecar,
+    Upstream,
+    make_stub,
+    make_value,
+)
 
 LOG_DIR = Path(tempfile.mkdtemp(prefix="lap-sidecar-logs-"))
 ALL_SECRETS: set[str] = set()
@@ -87,6 +94,20 @@ def upstream(pki: Pki) -> Iterator[Upstream]:
     server = Upstream(pki.upstream).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def h2_server(pki: Pki) -> Iterator[H2Upstream]:
+    server = H2Upstream(pki.upstream).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def h2_upstream(h2_server: H2Upstream, vault_env: VaultEnv) -> H2Upstream:
+    """The HTTP/2 upstream, with nothing received yet, behind a freshly pushed ``vault_env``."""
+    h2_server.received.clear()
+    return h2_server
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@
 - ``Upstream``: an aiohttp HTTPS server on 127.0.0.1 in its own thread, with an echo endpoint,
   a streaming upload counter, an SSE endpoint, a chunked content-encoded endpoint and a WebSocket
   echo; it records what it received.
+- ``H2Upstream``: an HTTP/2-only HTTPS server (``h2``) in its own thread that echoes every
+  request and records it with its connection and stream.
 - ``Sidecar``: ``python -m sidecar`` as a subprocess, its stderr kept for the log-leak check.
 """
 
@@ -14,6 +16,7 @@ import asyncio
 import base64
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -28,6 +31,9 @@ from pathlib import Path
 from typing import Any, Self
 
 import brotli
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import trustme
 from aiohttp import WSMsgType, web
@@ -297,6 +303,130 @@ class Upstream(_TlsServerThread):
         return ws
 
 
+class H2Upstream(_TlsServerThread):
+    """An HTTPS server that speaks only HTTP/2 (ALPN ``h2``) and echoes every request as JSON.
+
+    Each request is recorded (and echoed) like ``Upstream``'s echo, plus the ALPN protocol its
+    connection negotiated, a number per connection and the stream id, so a test can tell which
+    requests shared a connection. A request with ``X-Hold: N`` is answered only once N such
+    requests are waiting on its connection: N of them sent one after another would never be
+    answered, so their answers prove they travelled as concurrent streams.
+    """
+
+    def __init__(self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1")):
+        super().__init__(ca, names)
+        self.connections: list[_H2Connection] = []
+        self._numbers = itertools.count(1)
+        self._server: asyncio.Server | None = None
+
+    async def _start(self) -> None:
+        context = self._tls_context()
+        context.set_alpn_protocols(["h2"])
+        self._server = await self._loop.create_server(
+            lambda: _H2Connection(self, next(self._numbers)), "127.0.0.1", 0, ssl=context
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for connection in self.connections:
+            connection.transport.abort()
+
+
+class _H2Connection(asyncio.Protocol):
+    """One connection to ``H2Upstream``: requests in, echoes out, both within flow control."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, server: H2Upstream, number: int) -> None:
+        self.server = server
+        self.number = number
+        self.alpn: str | None = None
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        self.requests: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
+        self.held: list[tuple[int, dict[str, Any]]] = []
+        self.unsent: dict[int, bytes] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.alpn = transport.get_extra_info("ssl_object").selected_alpn_protocol()
+        self.server.connections.append(self)
+        self.h2.initiate_connection()
+        self.transport.write(self.h2.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.remove(self)
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.h2.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                self.requests[event.stream_id] = (list(event.headers), bytearray())
+            elif isinstance(event, h2.events.DataReceived):
+                self.requests[event.stream_id][1].extend(event.data)
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self._request_complete(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self.requests.pop(event.stream_id, None)
+                self.unsent.pop(event.stream_id, None)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._send_unsent()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.transport.close()
+        self.transport.write(self.h2.data_to_send())
+
+    def _request_complete(self, stream_id: int) -> None:
+        headers, body = self.requests.pop(stream_id)
+        pseudo = dict(h for h in headers if h[0].startswith(":"))
+        seen = echo_seen(pseudo[":method"], pseudo[":path"], headers, bytes(body))
+        seen.update(alpn=self.alpn, connection=self.number, stream=stream_id)
+        self.server.received.append(seen)
+        hold = int(dict(headers).get("x-hold", "0"))
+        if not hold:
+            self._respond(stream_id, seen)
+            return
+        self.held.append((stream_id, seen))
+        if len(self.held) >= hold:
+            for held in self.held:
+                self._respond(*held)
+            self.held.clear()
+
+    def _respond(self, stream_id: int, seen: dict[str, Any]) -> None:
+        body = json.dumps(seen).encode()
+        headers = [
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            *echo_headers(seen["headers"]).items(),
+        ]
+        self.h2.send_headers(stream_id, headers)
+        self.unsent[stream_id] = body
+        self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        """Send what the peer's flow-control windows allow of every unfinished answer."""
+        for stream_id, data in list(self.unsent.items()):
+            while data:
+                size = min(
+                    len(data),
+                    self.h2.local_flow_control_window(stream_id),
+                    self.h2.max_outbound_frame_size,
+                )
+                if size == 0:
+                    break
+                self.h2.send_data(stream_id, data[:size])
+                data = data[size:]
+            if data:
+                self.unsent[stream_id] = data
+            else:
+                self.h2.end_stream(stream_id)
+                del self.unsent[stream_id]
+
+
 class Sidecar:
     """``python -m sidecar`` in a subprocess with a unix control socket."""
 
@@ -389,8 +519,13 @@ class Sidecar:
         return response.json()["records"]
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        context = ssl.create_default_context(cafile=str(self.root_pem))
-        return httpx.Client(proxy=self.proxy_url, verify=context, timeout=30, **kwargs)
+        return httpx.Client(proxy=self.proxy_url, verify=self._trust(), timeout=30, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(proxy=self.proxy_url, verify=self._trust(), timeout=30, **kwargs)
+
+    def _trust(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.root_pem))
 
 
 def basic(user: str, password: str) -> str:

@@ -16,11 +16,13 @@ Hooks, in the order a request meets them:
   credentials never go upstream. Chunked or large bodies stream through a split-safe
   ``StreamRewriter``; a refused stub found in one cuts the upstream connection before it
   leaves (the headers are gone already, so no 403 is possible: the client sees 502).
-- ``request``: swap stubs in buffered bodies of any content type, decoding gzip/deflate/br/zstd.
-- ``responseheaders`` / ``response``: scrub real values back to stubs in headers and bodies;
-  streamed responses (SSE, chunked, large) through a ``StreamRewriter``, gzip/deflate/br/zstd
-  ones decoded first (bounded against bombs, ``sidecar.decoding``) and forwarded decoded; any
-  other encoding on a streamed response → 502.
+- ``request``: swap stubs in buffered bodies of any content type, decoding gzip/deflate/br/zstd,
+  and in trailers (HTTP/2 only), which are checked like headers; a refused stub in the trailers
+  of a streamed request cuts the upstream connection, as in a streamed body.
+- ``responseheaders`` / ``response``: scrub real values back to stubs in headers, bodies and
+  trailers; streamed responses (SSE, chunked, large) through a ``StreamRewriter``,
+  gzip/deflate/br/zstd ones decoded first (bounded against bombs, ``sidecar.decoding``) and
+  forwarded decoded; any other encoding on a streamed response → 502.
 - ``websocket_message``: client messages swapped under the current policy, server ones scrubbed;
   a client message with a refused stub is dropped, recorded as blocked (the tripwire, as for a
   request) and its connection closed.
@@ -144,6 +146,26 @@ def _authority_matches(authority: str, host: str, port: int, default_port: int) 
     except ValueError:
         return False
     return normalise_host(name) == host and number == port
+
+
+def _scan_fields(policy: Policy, scan: Scan, fields: http.Headers) -> list[bool]:
+    """Add the stubs in every value of ``fields`` to ``scan``; per field, whether it had one."""
+    return [scan_header(policy, scan, value) for _, value in fields.fields]
+
+
+def _swap_fields(policy: Policy, fields: http.Headers, hits: list[bool]) -> None:
+    """Swap the stubs in the values of ``fields`` that ``_scan_fields`` found them in."""
+    if any(hits):
+        fields.fields = tuple(
+            (name, swap_header(policy, value) if hit else value)
+            for (name, value), hit in zip(fields.fields, hits, strict=True)
+        )
+
+
+def _scrub_fields(policy: Policy, fields: http.Headers) -> None:
+    """Replace every real value in the values of ``fields`` by its stub."""
+    if policy.has_value(b"\n".join(value for _, value in fields.fields)):
+        fields.fields = tuple((name, policy.scrub(value)) for name, value in fields.fields)
 
 
 def _encoding(message: http.Message) -> str:
@@ -316,15 +338,11 @@ class VaultAddon:
                 return
         request.headers.pop("proxy-authorization", None)
         scan = Scan()
-        hit_headers = [scan_header(policy, scan, value) for _, value in request.headers.fields]
+        hit_headers = _scan_fields(policy, scan, request.headers)
         hit_target = scan_target(policy, scan, request.data.path)
         if scan and not self._allowed(flow, state, scan, tls=request.scheme == "https"):
             return
-        if any(hit_headers):
-            request.headers.fields = tuple(
-                (name, swap_header(policy, value) if hit else value)
-                for (name, value), hit in zip(request.headers.fields, hit_headers, strict=True)
-            )
+        _swap_fields(policy, request.headers, hit_headers)
         if hit_target:
             request.data.path = swap_target(policy, request.data.path)
         self._plan_request_body(flow, state)
@@ -388,7 +406,11 @@ class VaultAddon:
 
     def request(self, flow: http.HTTPFlow) -> None:
         state: _FlowState | None = flow.metadata.get("lap")
-        if state is None or flow.response is not None or flow.request.stream:
+        if state is None or flow.response is not None:
+            return
+        if flow.request.trailers and not self._swap_trailers(flow, state):
+            return
+        if flow.request.stream:
             return
         raw = flow.request.raw_content
         if not raw:
@@ -408,6 +430,26 @@ class VaultAddon:
         if self._allowed(flow, state, scan, tls=flow.request.scheme == "https"):
             flow.request.content = state.policy.swap(body)
 
+    def _swap_trailers(self, flow: http.HTTPFlow, state: _FlowState) -> bool:
+        """Swap the stubs in the request's trailers (HTTP/2) under the rules for headers.
+
+        mitmproxy sends trailers after this hook. A streamed request's headers and body are
+        upstream by then, so instead of the 403 ``_allowed`` answered (it could not be sent) its
+        refusal cuts the upstream connection, as a refused stub in a streamed body does.
+        """
+        request = flow.request
+        assert request.trailers is not None
+        scan = Scan()
+        hits = _scan_fields(state.policy, scan, request.trailers)
+        if scan and not self._allowed(flow, state, scan, tls=request.scheme == "https"):
+            if request.stream:
+                flow.response = None
+                request.trailers = None
+                _abort_upstream(flow)
+            return False
+        _swap_fields(state.policy, request.trailers, hits)
+        return True
+
     # -- responses -----------------------------------------------------------------------------
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -418,9 +460,7 @@ class VaultAddon:
         policy = state.policy
         if policy.value_re is None:
             return
-        fields = response.headers.fields
-        if policy.has_value(b"\n".join(value for _, value in fields)):
-            response.headers.fields = tuple((n, policy.scrub(v)) for n, v in fields)
+        _scrub_fields(policy, response.headers)
         if flow.request.method == "HEAD" or response.status_code in NO_BODY_STATUS:
             return
         length = response.headers.get("content-length")
@@ -470,6 +510,8 @@ class VaultAddon:
             return
         if not state.blocked and not response.stream and state.policy.value_re is not None:
             self._scrub_body(state.policy, response)
+        if response.trailers:
+            _scrub_fields(state.policy, response.trailers)
         self._record(flow, state)
 
     def _scrub_body(self, policy: Policy, response: http.Response) -> None:

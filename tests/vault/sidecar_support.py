@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
@@ -306,11 +307,12 @@ class Upstream(_TlsServerThread):
 class H2Upstream(_TlsServerThread):
     """An HTTPS server that speaks only HTTP/2 (ALPN ``h2``) and echoes every request as JSON.
 
-    Each request is recorded (and echoed) like ``Upstream``'s echo, plus the ALPN protocol its
-    connection negotiated, a number per connection and the stream id, so a test can tell which
-    requests shared a connection. A request with ``X-Hold: N`` is answered only once N such
-    requests are waiting on its connection: N of them sent one after another would never be
-    answered, so their answers prove they travelled as concurrent streams.
+    Each request is recorded (and echoed) like ``Upstream``'s echo, plus its trailers, the ALPN
+    protocol its connection negotiated, a number per connection and the stream id, so a test
+    can tell which requests shared a connection. A request with ``X-Hold: N`` is answered only
+    once N such requests are waiting on its connection: N of them sent one after another would
+    never be answered, so their answers prove they travelled as concurrent streams. The answer
+    to a request with ``X-Echo-Trailer`` ends with that value in the trailer ``X-Echoed``.
     """
 
     def __init__(self, ca: trustme.CA, names: tuple[str, ...] = ("localhost", "127.0.0.1")):
@@ -346,9 +348,9 @@ class _H2Connection(asyncio.Protocol):
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         )
-        self.requests: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
+        self.requests: dict[int, dict[str, Any]] = {}
         self.held: list[tuple[int, dict[str, Any]]] = []
-        self.unsent: dict[int, bytes] = {}
+        self.unsent: dict[int, tuple[bytes, list[tuple[str, str]]]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -364,10 +366,16 @@ class _H2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         for event in self.h2.receive_data(data):
             if isinstance(event, h2.events.RequestReceived):
-                self.requests[event.stream_id] = (list(event.headers), bytearray())
+                self.requests[event.stream_id] = {
+                    "headers": list(event.headers),
+                    "body": bytearray(),
+                    "trailers": [],
+                }
             elif isinstance(event, h2.events.DataReceived):
-                self.requests[event.stream_id][1].extend(event.data)
+                self.requests[event.stream_id]["body"].extend(event.data)
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived):
+                self.requests[event.stream_id]["trailers"] = list(event.headers)
             elif isinstance(event, h2.events.StreamEnded):
                 self._request_complete(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
@@ -380,10 +388,13 @@ class _H2Connection(asyncio.Protocol):
         self.transport.write(self.h2.data_to_send())
 
     def _request_complete(self, stream_id: int) -> None:
-        headers, body = self.requests.pop(stream_id)
+        request = self.requests.pop(stream_id)
+        headers = request["headers"]
         pseudo = dict(h for h in headers if h[0].startswith(":"))
-        seen = echo_seen(pseudo[":method"], pseudo[":path"], headers, bytes(body))
-        seen.update(alpn=self.alpn, connection=self.number, stream=stream_id)
+        seen = echo_seen(pseudo[":method"], pseudo[":path"], headers, bytes(request["body"]))
+        seen.update(
+            trailers=request["trailers"], alpn=self.alpn, connection=self.number, stream=stream_id
+        )
         self.server.received.append(seen)
         hold = int(dict(headers).get("x-hold", "0"))
         if not hold:
@@ -403,13 +414,14 @@ class _H2Connection(asyncio.Protocol):
             ("content-length", str(len(body))),
             *echo_headers(seen["headers"]).items(),
         ]
+        trailer = received_headers(seen).get("x-echo-trailer")
         self.h2.send_headers(stream_id, headers)
-        self.unsent[stream_id] = body
+        self.unsent[stream_id] = (body, [("x-echoed", trailer)] if trailer else [])
         self._send_unsent()
 
     def _send_unsent(self) -> None:
         """Send what the peer's flow-control windows allow of every unfinished answer."""
-        for stream_id, data in list(self.unsent.items()):
+        for stream_id, (data, trailers) in list(self.unsent.items()):
             while data:
                 size = min(
                     len(data),
@@ -421,10 +433,13 @@ class _H2Connection(asyncio.Protocol):
                 self.h2.send_data(stream_id, data[:size])
                 data = data[size:]
             if data:
-                self.unsent[stream_id] = data
+                self.unsent[stream_id] = (data, trailers)
+                continue
+            del self.unsent[stream_id]
+            if trailers:
+                self.h2.send_headers(stream_id, trailers, end_stream=True)
             else:
                 self.h2.end_stream(stream_id)
-                del self.unsent[stream_id]
 
 
 class Sidecar:
@@ -519,14 +534,78 @@ class Sidecar:
         return response.json()["records"]
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(proxy=self.proxy_url, verify=self._trust(), timeout=30, **kwargs)
+        return httpx.Client(proxy=self.proxy_url, verify=self.trust(), timeout=30, **kwargs)
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(proxy=self.proxy_url, verify=self._trust(), timeout=30, **kwargs)
+        return httpx.AsyncClient(proxy=self.proxy_url, verify=self.trust(), timeout=30, **kwargs)
 
-    def _trust(self) -> ssl.SSLContext:
+    def trust(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the certificates the sidecar makes up."""
         return ssl.create_default_context(cafile=str(self.root_pem))
 
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass
+class H2Answer:
+    headers: dict[str, str]
+    body: bytes
+    trailers: dict[str, str]
+
+
+def h2_exchange(
+    sidecar: Sidecar,
+    authority: str,
+    headers: list[tuple[str, str]],
+    body: bytes = b"",
+    trailers: list[tuple[str, str]] | None = None,
+) -> H2Answer:
+    """One HTTP/2 request on stream 1, through a CONNECT tunnel of ``sidecar``, spoken with
+    ``h2`` itself: httpx can neither send nor read trailers. ``body`` must fit the initial
+    flow-control window."""
+    host, port = sidecar.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += raw.recv(4096)
+        assert head.split(b" ", 2)[1] == b"200", head
+        context = sidecar.trust()
+        context.set_alpn_protocols(["h2"])
+        with context.wrap_socket(raw, server_hostname=authority.rsplit(":", 1)[0]) as tls:
+            assert tls.selected_alpn_protocol() == "h2"
+            return _h2_request(tls, headers, body, trailers or [])
+
+
+def _h2_request(
+    tls: ssl.SSLSocket, headers: list[tuple[str, str]], body: bytes, trailers: list[tuple[str, str]]
+) -> H2Answer:
+    connection = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    )
+    connection.initiate_connection()
+    connection.send_headers(1, headers, end_stream=not (body or trailers))
+    if body:
+        connection.send_data(1, body, end_stream=not trailers)
+    if trailers:
+        connection.send_headers(1, trailers, end_stream=True)
+    answer = H2Answer({}, b"", {})
+    while True:
+        tls.sendall(connection.data_to_send())
+        data = tls.recv(65536)
+        if not data:
+            raise ConnectionError("the sidecar closed the connection")
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                answer.headers = dict(event.headers)
+            elif isinstance(event, h2.events.DataReceived):
+                answer.body += event.data
+                connection.acknowledge_received_data(event.flow_controlled_length, 1)
+            elif isinstance(event, h2.events.TrailersReceived):
+                answer.trailers = dict(event.headers)
+            elif isinstance(event, h2.events.StreamEnded):
+                return answer
+            elif isinstance(event, h2.events.StreamReset):
+                raise ConnectionError(f"stream reset: {event.error_code!r}")

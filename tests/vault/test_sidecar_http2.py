@@ -13,6 +13,7 @@ import json
 import urllib.parse
 
 import httpx
+import pytest
 
 from tests.vault.sidecar_fixtures import (  # noqa: F401 (fixtures)
     VaultEnv,
@@ -23,7 +24,13 @@ from tests.vault.sidecar_fixtures import (  # noqa: F401 (fixtures)
     upstream,
     vault_env,
 )
-from tests.vault.sidecar_support import H2Upstream, basic, received_headers
+from tests.vault.sidecar_support import (
+    H2Answer,
+    H2Upstream,
+    basic,
+    h2_exchange,
+    received_headers,
+)
 
 
 async def _open_connection(env: VaultEnv, client: httpx.AsyncClient, upstream: H2Upstream) -> int:
@@ -197,6 +204,68 @@ def test_streamed_body_with_a_stub_for_another_host_never_completes_upstream(
     assert h2_upstream.received == []
     record = vault_env.sidecar.records()[-1]
     assert (record["path"], record["decision"]) == ("/upload", "blocked")
+    assert (record["reason"], record["credentials"]) == (
+        "credential_not_allowed_for_host",
+        ["OTHER"],
+    )
+
+
+def _post(
+    env: VaultEnv,
+    upstream: H2Upstream,
+    headers: list[tuple[str, str]],
+    body: bytes = b"",
+    trailers: list[tuple[str, str]] | None = None,
+) -> H2Answer:
+    """POST ``/trailers`` with ``h2`` itself: httpx can neither send nor read trailers."""
+    authority = f"localhost:{upstream.port}"
+    pseudo = [(":method", "POST"), (":scheme", "https"), (":authority", authority)]
+    return h2_exchange(
+        env.sidecar, authority, [*pseudo, (":path", "/trailers"), *headers], body, trailers
+    )
+
+
+def test_response_trailers_are_scrubbed(vault_env: VaultEnv, h2_upstream: H2Upstream):
+    """gRPC answers in trailers (``grpc-message`` may quote what the request sent)."""
+    stub, value = vault_env.stub("GH"), vault_env.value("GH")
+    answer = _post(vault_env, h2_upstream, [("x-echo-trailer", f"bad token {stub}")])
+    assert received_headers(h2_upstream.received[-1])["x-echo-trailer"] == f"bad token {value}"
+    assert answer.headers[":status"] == "200"
+    assert answer.trailers == {"x-echoed": f"bad token {stub}"}
+    assert value not in repr(answer)
+
+
+# With a content-length the sidecar buffers the body; without one it streams it.
+BUFFERED_OR_STREAMED = pytest.mark.parametrize(
+    "length", [[("content-length", "5")], []], ids=["buffered", "streamed"]
+)
+
+
+@BUFFERED_OR_STREAMED
+def test_request_trailer_stub_arrives_swapped(
+    vault_env: VaultEnv, h2_upstream: H2Upstream, length: list
+):
+    stub, value = vault_env.stub("GH"), vault_env.value("GH")
+    answer = _post(vault_env, h2_upstream, length, b"hello", [("x-token", stub)])
+    assert answer.headers[":status"] == "200"
+    (seen,) = _arrived_on_one_connection(h2_upstream).values()
+    assert seen["trailers"] == [("x-token", value)]
+    record = vault_env.sidecar.records()[-1]
+    assert (record["decision"], record["credentials"]) == ("allowed", ["GH"])
+
+
+@BUFFERED_OR_STREAMED
+def test_request_trailer_stub_for_another_host_is_refused(
+    vault_env: VaultEnv, h2_upstream: H2Upstream, length: list
+):
+    """Buffered: a 403, nothing forwarded. Streamed: the headers and body are upstream by
+    the time the trailers come, so the upstream connection is cut and the request never
+    completes there (as for a refused stub in a streamed body)."""
+    answer = _post(vault_env, h2_upstream, length, b"hello", [("x-token", vault_env.stub("OTHER"))])
+    assert answer.headers[":status"] == ("403" if length else "502")
+    assert h2_upstream.received == []
+    record = vault_env.sidecar.records()[-1]
+    assert (record["path"], record["decision"]) == ("/trailers", "blocked")
     assert (record["reason"], record["credentials"]) == (
         "credential_not_allowed_for_host",
         ["OTHER"],

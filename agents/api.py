@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents import services
-from agents.harnesses import harness_ids
+from agents.harnesses import DEFAULT_HARNESS, harness_ids
 from agents.models import Agent
 from agents.validation import agent_errors
 from lapsite.api import MAX_OFFSET
@@ -61,7 +61,10 @@ class AgentCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     model = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     harness_id = serializers.CharField(
-        max_length=50, help_text=f"one of: {', '.join(harness_ids())}"
+        max_length=50,
+        required=False,
+        default=DEFAULT_HARNESS,
+        help_text=f"one of: {', '.join(harness_ids())}",
     )
     prompt = serializers.CharField(required=False, allow_blank=True, default="")
     repo_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

@@ -66,6 +66,11 @@ HARNESSES: dict[str, Harness] = {
 }
 
 
+# What an agent created without a ``harness_id`` runs: LAP's default, so its clients' create
+# requests (which need not name one) mean the same here.
+DEFAULT_HARNESS = "opencode"
+
+
 def harness_get(harness_id: str) -> Harness | None:
     return HARNESSES.get(harness_id)
 

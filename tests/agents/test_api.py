@@ -135,6 +135,14 @@ def test_non_object_body_is_a_400(api_client):
     assert "error" in response.json()
 
 
+def test_harness_defaults_to_opencode_as_in_lap(api_client):
+    # LAP clients create agents without a harness_id: the reference defaults to opencode.
+    response = api_client.post(AGENTS, {"name": "a1", "model": "m"}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["harness_id"] == "opencode"
+    assert Agent.objects.get(name="a1").harness_id == "opencode"
+
+
 def test_missing_name_is_a_field_error(api_client):
     response = api_client.post(AGENTS, {"harness_id": "shell"}, format="json")
     assert response.status_code == 400
@@ -205,6 +213,7 @@ def test_patch_changes_fields_and_keeps_masked_secrets(api_client, agent):
     )
     assert response.status_code == 200, response.json()
     assert response.json()["prompt"] == "be brief"
+    assert response.json()["harness_id"] == "shell"  # not reset to the create default
     assert set(response.json()["env_vars"]) == {"GITHUB_TOKEN", "NEW"}
     agent.refresh_from_db()
     from vault.crypto import decrypt_map

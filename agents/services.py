@@ -11,14 +11,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from agents.models import Agent
-from agents.validation import agent_errors, first_error, label_errors
+from agents.validation import SECRET_MASK, agent_errors, first_error, label_errors
 from lapsite.errors import Conflict, LapError, NotFound
 from sandboxes.services import session_stop_all_for_agent
 from vault import crypto
 from vault.services import vault_push_for_agent
-
-# What responses show instead of a secret value; carries nothing from the value.
-SECRET_MASK = "••••••••"  # noqa: S105
 
 UPDATABLE = (
     "name",

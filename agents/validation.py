@@ -32,6 +32,8 @@ RESERVED_ENV = frozenset(
         "GIT_TOKEN",
     }
 )
+# What responses show instead of a secret value; carries nothing from the value.
+SECRET_MASK = "••••••••"  # noqa: S105
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 _BRANCH = re.compile(r"^[^\s~^:?*\[\\]+$")
 
@@ -43,6 +45,12 @@ def env_var_errors(env_vars: Mapping[str, str], *, field: str = "env_vars") -> E
     bad = sorted(name for name in env_vars if not ENV_NAME.match(name))
     if bad:
         problems.append(f"invalid names (must match {ENV_NAME.pattern}): {', '.join(bad)}")
+    # A mask the update could not trace to a stored secret (a copied agent, a renamed key).
+    masked = sorted(name for name, value in env_vars.items() if value == SECRET_MASK)
+    if masked:
+        problems.append(
+            f"masks with no stored secret behind them (send the values): {', '.join(masked)}"
+        )
     reserved = sorted(RESERVED_ENV.intersection(env_vars))
     if reserved:
         problems.append(f"reserved names (set by the platform): {', '.join(reserved)}")

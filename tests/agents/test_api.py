@@ -221,6 +221,26 @@ def test_patch_changes_fields_and_keeps_masked_secrets(api_client, agent):
     assert decrypt_map(agent.env_vars) == {"GITHUB_TOKEN": SECRET, "NEW": "new-value"}
 
 
+def test_a_mask_with_no_stored_secret_behind_it_is_refused(api_client, agent):
+    # Copying an agent, or renaming a key, sends back masks that stand for nothing: they
+    # must not become the secret values.
+    read = api_client.get(f"{AGENTS}/{agent.id}").json()
+    copy = create(api_client, name="copy", env_vars=read["env_vars"])
+    assert copy.status_code == 400
+    assert "GITHUB_TOKEN" in copy.json()["fields"]["env_vars"][0]
+    assert not Agent.objects.filter(name="copy").exists()
+    renamed = {"GH_TOKEN": read["env_vars"]["GITHUB_TOKEN"]}
+    response = api_client.patch(
+        f"{AGENTS}/{agent.id}", {"env_vars": renamed, "env_var_hosts": {}}, format="json"
+    )
+    assert response.status_code == 400
+    assert "GH_TOKEN" in response.json()["fields"]["env_vars"][0]
+    agent.refresh_from_db()
+    from vault.crypto import decrypt_map
+
+    assert decrypt_map(agent.env_vars) == {"GITHUB_TOKEN": SECRET}
+
+
 def test_patch_validates_merged_state(api_client, agent):
     # The agent binds GITHUB_TOKEN to api.github.com; dropping the key breaks the binding.
     response = api_client.patch(f"{AGENTS}/{agent.id}", {"env_vars": {}}, format="json")

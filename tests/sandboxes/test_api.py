@@ -76,6 +76,16 @@ def test_create_rejects_bad_env_vars(api_client, agent, env_vars, message):
     assert not Session.objects.exists()
 
 
+def test_create_refuses_a_mask_as_an_env_var_value(api_client, agent):
+    masked = api_client.get(f"{BASE}/agents/{agent.id}").json()["env_vars"]
+    response = api_client.post(
+        f"{BASE}/agents/{agent.id}/session", {"env_vars": masked}, format="json"
+    )
+    assert response.status_code == 400
+    assert "GITHUB_TOKEN" in response.json()["error"]
+    assert not Session.objects.exists()
+
+
 def test_session_env_var_values_never_returned(api_client, agent):
     response = api_client.post(
         f"{BASE}/agents/{agent.id}/session", {"env_vars": {"TOK": "sess-secret-77"}}, format="json"

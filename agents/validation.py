@@ -138,8 +138,11 @@ def label_errors(field: str, value: str) -> Errors:
 
 
 def _name_errors(name: str) -> Errors:
-    if "/" in name:  # the name is a URL path segment: /agents/{name}
+    # The name is a URL path segment (/agents/{name}); clients resolve "." and ".." away.
+    if "/" in name:
         return {"name": ["must not contain '/'"]}
+    if name in (".", ".."):
+        return {"name": ["must not be '.' or '..'"]}
     try:
         uuid.UUID(name)
     except ValueError:

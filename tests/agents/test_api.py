@@ -161,6 +161,15 @@ def test_name_may_not_be_a_uuid(api_client, agent):
     assert "name" in response.json()["fields"]
 
 
+@pytest.mark.parametrize("name", ["a/b", ".", ".."])
+def test_name_must_be_usable_as_a_url_path_segment(api_client, name):
+    # /agents/{name}: clients resolve "." and ".." away (RFC 3986 dot segments).
+    response = create(api_client, name=name)
+    assert response.status_code == 400
+    assert "name" in response.json()["fields"]
+    assert not Agent.objects.exists()
+
+
 def test_get_by_id_and_by_name(api_client, agent):
     by_id = api_client.get(f"{AGENTS}/{agent.id}")
     by_name = api_client.get(f"{AGENTS}/{agent.name}")

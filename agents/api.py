@@ -144,7 +144,7 @@ class AgentCollectionApi(APIView):
     def get(self, request: Request) -> Response:
         query = AgentListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        agents, total = services.agent_list(**query.validated_data)
+        agents, total = services.agent_list(viewer=request.user, **query.validated_data)
         page = {"data": agents, "total": total, **query.validated_data}
         page.pop("search")
         return Response(AgentPageSerializer(page).data)
@@ -168,7 +168,7 @@ class AgentItemApi(APIView):
         responses={200: AgentSerializer, **errors(404)},
     )
     def get(self, request: Request, agent_id: str) -> Response:
-        return Response(AgentSerializer(services.agent_get(agent_id)).data)
+        return Response(AgentSerializer(services.agent_get(agent_id, viewer=request.user)).data)
 
     @extend_schema(
         operation_id="agents_update",
@@ -177,7 +177,7 @@ class AgentItemApi(APIView):
         responses={200: AgentSerializer, **errors(400, 404, 409)},
     )
     def patch(self, request: Request, agent_id: str) -> Response:
-        agent = services.agent_get(agent_id)
+        agent = services.agent_get(agent_id, viewer=request.user)
         body = AgentUpdateSerializer(data=request.data, agent=agent)
         body.is_valid(raise_exception=True)
         agent = services.agent_update(agent, **body.validated_data)
@@ -190,5 +190,5 @@ class AgentItemApi(APIView):
         description="Stops the agent's live sessions (destroying their sandboxes), then deletes.",
     )
     def delete(self, request: Request, agent_id: str) -> Response:
-        services.agent_delete(services.agent_get(agent_id))
+        services.agent_delete(services.agent_get(agent_id, viewer=request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -3,9 +3,17 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 
 from agents.harnesses import harness_get
+
+
+class AgentQuerySet(models.QuerySet):
+    def visible_to(self, user: AbstractBaseUser) -> AgentQuerySet:
+        """The agents ``user`` may see and use: staff (the master key's user included) see
+        every agent, anyone else the agents they created."""
+        return self if user.is_staff else self.filter(created_by=user)
 
 
 class Agent(models.Model):
@@ -36,6 +44,8 @@ class Agent(models.Model):
         on_delete=models.SET_NULL,
         related_name="agents",
     )
+
+    objects = AgentQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "id"]

@@ -39,23 +39,29 @@ class AgentInvalid(LapError):
     default_message = "invalid agent"
 
 
-def agent_get(agent_id: str) -> Agent:
-    """The agent whose id (a UUID) or name is ``agent_id``; ``NotFound`` otherwise."""
+def agent_get(agent_id: str, *, viewer: AbstractBaseUser) -> Agent:
+    """The agent whose id (a UUID) or name is ``agent_id``, if ``viewer`` may see it
+    (``AgentQuerySet.visible_to``); ``NotFound`` otherwise, so nobody learns which agents
+    other users have."""
     try:
         lookup = Q(pk=uuid.UUID(agent_id))
     except ValueError:
         lookup = Q(name=agent_id)
     # No name holds a control character (validation refuses them), and Postgres refuses a NUL
     # in a query outright: do not ask.
-    agent = None if label_errors("name", agent_id) else Agent.objects.filter(lookup).first()
+    visible = Agent.objects.visible_to(viewer)
+    agent = None if label_errors("name", agent_id) else visible.filter(lookup).first()
     if agent is None:
         raise NotFound(f"agent '{agent_id}' not found")
     return agent
 
 
-def agent_list(*, search: str = "", limit: int = 50, offset: int = 0) -> tuple[list[Agent], int]:
-    """One page of agents, newest first, and the total matching ``search``."""
-    agents = Agent.objects.all()
+def agent_list(
+    *, viewer: AbstractBaseUser, search: str = "", limit: int = 50, offset: int = 0
+) -> tuple[list[Agent], int]:
+    """One page of the agents ``viewer`` may see, newest first, and the total matching
+    ``search``."""
+    agents = Agent.objects.visible_to(viewer)
     if search:
         agents = agents.filter(
             Q(name__icontains=search) | Q(harness_id__icontains=search) | Q(id__icontains=search)

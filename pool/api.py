@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import permissions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -46,6 +46,14 @@ def _pool_body() -> dict:
 
 
 class PoolApi(APIView):
+    """Anyone signed in reads the pool; only staff (the master key included) set its targets,
+    which spend the whole platform's capacity."""
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.request.method == "PUT":
+            return [permissions.IsAdminUser()]
+        return super().get_permissions()
+
     @extend_schema(
         operation_id="pool_get",
         responses={200: PoolSerializer, **errors(401)},
@@ -57,7 +65,7 @@ class PoolApi(APIView):
     @extend_schema(
         operation_id="pool_set",
         request=PoolTargetsSerializer,
-        responses={200: PoolSerializer, **errors(400, 401)},
+        responses={200: PoolSerializer, **errors(400, 401, 403)},
         description="Set warm-pool targets per harness; the pool is topped up at once.",
     )
     def put(self, request: Request) -> Response:

@@ -103,7 +103,7 @@ class AgentSessionApi(APIView):
         ),
     )
     def post(self, request: Request, agent_id: str) -> Response:
-        agent = agent_get(agent_id)
+        agent = agent_get(agent_id, viewer=request.user)
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         session = services.session_create(agent=agent, user=request.user, **body.validated_data)
@@ -120,7 +120,7 @@ class SessionCollectionApi(APIView):
     def get(self, request: Request) -> Response:
         query = SessionListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        sessions = services.session_list(**query.validated_data)
+        sessions = services.session_list(viewer=request.user, **query.validated_data)
         return Response(SessionSerializer(sessions, many=True).data)
 
 
@@ -131,7 +131,9 @@ class SessionItemApi(APIView):
         responses={200: SessionSerializer, **errors(404)},
     )
     def get(self, request: Request, session_id: str) -> Response:
-        return Response(SessionSerializer(services.session_get(session_id)).data)
+        return Response(
+            SessionSerializer(services.session_get(session_id, viewer=request.user)).data
+        )
 
     @extend_schema(
         operation_id="sessions_destroy",
@@ -140,7 +142,7 @@ class SessionItemApi(APIView):
         description="Stops the session and destroys its sandbox. Idempotent.",
     )
     def delete(self, request: Request, session_id: str) -> Response:
-        session = services.session_get(session_id)
+        session = services.session_get(session_id, viewer=request.user)
         stopped = services.session_stop(session)
         body = {"id": session.id, "status": "deleted" if stopped else session.status}
         return Response(SessionStopSerializer(body).data)
@@ -205,7 +207,7 @@ class SessionExecApi(APIView):
         description="Runs one command in the sandbox with the harness's (stub) environment.",
     )
     def post(self, request: Request, session_id: str) -> StreamingHttpResponse:
-        session = services.session_get(session_id)
+        session = services.session_get(session_id, viewer=request.user)
         body = SessionExecSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         events = session_exec(session, **body.validated_data)
@@ -226,7 +228,7 @@ class SessionRecordingApi(APIView):
         },
     )
     def get(self, request: Request, session_id: str) -> HttpResponse:
-        session = services.session_get(session_id)
+        session = services.session_get(session_id, viewer=request.user)
         response = HttpResponse(session_recording(session), content_type="application/x-asciicast")
         response["Content-Disposition"] = f'attachment; filename="session-{session.id}.cast"'
         return response

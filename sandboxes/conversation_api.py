@@ -146,7 +146,7 @@ SSE_RESPONSE = OpenApiResponse(
 
 def _turn_begin(request: Request, session_id: str) -> conversation.Turn:
     """The turn of the message in ``request``'s body (validated), begun on the session."""
-    session = services.session_get(session_id)
+    session = services.session_get(session_id, viewer=request.user)
     body = MessageSendSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     return conversation.turn_begin(session, body.validated_data["parts"])
@@ -201,7 +201,7 @@ class SessionEventsApi(APIView):
         ),
     )
     def get(self, request: Request, session_id: str) -> StreamingHttpResponse:
-        session = services.session_get(session_id)
+        session = services.session_get(session_id, viewer=request.user)
         query = EventsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         runner_url, token = conversation.events_source(session)
@@ -222,7 +222,7 @@ class SessionMessagesApi(APIView):
         ),
     )
     def get(self, request: Request, session_id: str) -> Response:
-        session = services.session_get(session_id)
+        session = services.session_get(session_id, viewer=request.user)
         return Response(conversation.conversation_log(session))
 
 
@@ -235,7 +235,7 @@ class SessionAbortApi(APIView):
         description="Stops the turn in flight; it then ends with `MessageAbortedError`.",
     )
     def post(self, request: Request, session_id: str) -> Response:
-        session = services.session_get(session_id)
+        session = services.session_get(session_id, viewer=request.user)
         aborted = conversation.turn_abort(session)
         return Response(AbortSerializer({"ok": True, "aborted": aborted}).data)
 
@@ -254,5 +254,5 @@ class SessionRestartApi(APIView):
         ),
     )
     def post(self, request: Request, session_id: str) -> Response:
-        session = services.session_restart(services.session_get(session_id))
+        session = services.session_restart(services.session_get(session_id, viewer=request.user))
         return Response(SessionSerializer(session).data)

@@ -4,10 +4,18 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 
 from agents.harnesses import harness_get
 from agents.models import Agent
+
+
+class SessionQuerySet(models.QuerySet):
+    def visible_to(self, user: AbstractBaseUser) -> SessionQuerySet:
+        """The sessions ``user`` may see and use: those of the agents it may
+        (``AgentQuerySet.visible_to``), whoever started them."""
+        return self if user.is_staff else self.filter(agent__created_by=user)
 
 
 class Session(models.Model):
@@ -61,6 +69,8 @@ class Session(models.Model):
         on_delete=models.SET_NULL,
         related_name="sessions",
     )
+
+    objects = SessionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "id"]

@@ -106,23 +106,30 @@ class SessionInvalid(LapError):
 # --- reading -------------------------------------------------------------------------
 
 
-def session_get(session_id: str | uuid.UUID) -> Session:
-    """The session with this id; ``NotFound`` for unknown or malformed ids."""
+def session_get(session_id: str | uuid.UUID, *, viewer: AbstractBaseUser | None) -> Session:
+    """The session with this id, if ``viewer`` may see it (``SessionQuerySet.visible_to``;
+    None: no user to restrict to, the caller checked a session-bound credential);
+    ``NotFound`` for unknown, other users' or malformed ids."""
     try:
         pk = uuid.UUID(str(session_id))
     except ValueError:
         raise NotFound(f"session '{session_id}' not found") from None
-    session = Session.objects.select_related("agent").filter(pk=pk).first()
+    sessions = Session.objects if viewer is None else Session.objects.visible_to(viewer)
+    session = sessions.select_related("agent").filter(pk=pk).first()
     if session is None:
         raise NotFound(f"session '{session_id}' not found")
     return session
 
 
 def session_list(
-    *, agent_id: str | None = None, status: str | None = None, limit: int = 50
+    *,
+    viewer: AbstractBaseUser,
+    agent_id: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
 ) -> list[Session]:
-    """Newest first; ``agent_id`` is an agent's id or name."""
-    sessions = Session.objects.select_related("agent")
+    """The sessions ``viewer`` may see, newest first; ``agent_id`` is an agent's id or name."""
+    sessions = Session.objects.visible_to(viewer).select_related("agent")
     if agent_id:
         try:
             sessions = sessions.filter(agent_id=uuid.UUID(agent_id))

@@ -25,8 +25,8 @@ class TerminalTarget:
 def _authorized(session_id: str, credentials: Credentials, user) -> bool:
     if credentials.token is not None:
         return sessions.tty_token_check(credentials.token, session_id)
-    # Cookie sessions: any signed-in user, as on the REST API, but only from an
-    # allowed Origin so another site cannot ride on the user's cookie.
+    # Cookie sessions: a signed-in user (who must also be allowed to see the session), but
+    # only from an allowed Origin so another site cannot ride on the user's cookie.
     signed_in = user is not None and user.is_authenticated and user.is_active
     return signed_in and origin_allowed(credentials.origin)
 
@@ -40,7 +40,9 @@ def terminal_target(session_id: str, credentials: Credentials, user) -> Terminal
     if not _authorized(session_id, credentials, user):
         raise TerminalDenied(CLOSE_UNAUTHORIZED, "invalid or expired terminal token")
     try:
-        session = sessions.session_get(session_id)
+        # The session's own token is access to it; a cookie gives the user's sessions only.
+        viewer = None if credentials.token is not None else user
+        session = sessions.session_get(session_id, viewer=viewer)
         if not session.supports_tui:
             raise TerminalDenied(CLOSE_NOT_READY, f"harness '{session.harness_id}' has no terminal")
         runner_url, runner_token = sessions.session_runner(session)

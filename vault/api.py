@@ -66,7 +66,7 @@ class SessionVaultKeysApi(APIView):
         description="The session's credentials: names, stubs and allowed hosts, never values.",
     )
     def get(self, request: Request, session_id: str) -> Response:
-        keys = services.vault_keys(session_get(session_id))
+        keys = services.vault_keys(session_get(session_id, viewer=request.user))
         return Response(VaultKeySerializer(keys, many=True).data)
 
 
@@ -79,7 +79,7 @@ class SessionInterceptionsApi(APIView):
         "is live. Names and hosts only, never a value or a stub.",
     )
     def get(self, request: Request, session_id: str) -> Response:
-        session = session_get(session_id)
+        session = session_get(session_id, viewer=request.user)
         query = InterceptionQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit, offset = query.validated_data["limit"], query.validated_data["offset"]
@@ -102,7 +102,7 @@ class SessionSecurityEventsApi(APIView):
         "allowed for), oldest first. Pulls the vault's records first while the session is live.",
     )
     def get(self, request: Request, session_id: str) -> Response:
-        session = session_get(session_id)
+        session = session_get(session_id, viewer=request.user)
         services.vault_records_for(session, refresh=True)
         events = services.security_events_for(session)
         return Response(SecurityEventSerializer(events, many=True).data)

@@ -99,8 +99,18 @@ def test_masks_carry_nothing_of_the_value(agent):
     assert services.env_vars_masked(agent.env_vars) == {"GITHUB_TOKEN": services.SECRET_MASK}
 
 
-def test_get_by_id_or_name(agent):
-    assert services.agent_get(str(agent.id)) == agent
-    assert services.agent_get(agent.name) == agent
+def test_get_by_id_or_name(agent, user):
+    assert services.agent_get(str(agent.id), viewer=user) == agent
+    assert services.agent_get(agent.name, viewer=user) == agent
     with pytest.raises(services.NotFound):
-        services.agent_get("00000000-0000-4000-8000-000000000000")
+        services.agent_get("00000000-0000-4000-8000-000000000000", viewer=user)
+
+
+def test_rejects_other_users_agent_but_staff_see_every_agent(agent, other_user):
+    for key in (str(agent.id), agent.name):
+        with pytest.raises(services.NotFound):
+            services.agent_get(key, viewer=other_user)
+    assert services.agent_list(viewer=other_user) == ([], 0)
+    other_user.is_staff = True
+    assert services.agent_get(agent.name, viewer=other_user) == agent
+    assert services.agent_list(viewer=other_user) == ([agent], 1)

@@ -262,9 +262,21 @@ def test_vault_panel_lists_stubs_and_hosts_never_values(client, ready_session):
     assert SECRET not in html
 
 
-def test_pool_page_shows_counts_and_edits_targets(client, settings):
-    settings.LAP_POOL_MAX = 5
+def test_pool_targets_are_for_staff_only(client, user):
     html = client.get(reverse("webui:pool")).content.decode()
+    assert 'data-harness="shell"' in html and "Save targets" not in html
+    targets = dict.fromkeys(harness_ids(), "0")
+    refused = client.post(reverse("webui:pool"), {**targets, "shell": "3"})
+    assert refused.status_code == 403
+    assert not PoolTarget.objects.filter(harness_id="shell", target=3).exists()
+
+
+def test_pool_page_shows_counts_and_edits_targets(client, user, settings):
+    settings.LAP_POOL_MAX = 5
+    user.is_staff = True
+    user.save()
+    html = client.get(reverse("webui:pool")).content.decode()
+    assert "Save targets" in html
     assert 'data-harness="shell"' in html and 'aria-label="Warm target for shell"' in html
     targets = dict.fromkeys(harness_ids(), "0")
     too_many = client.post(reverse("webui:pool"), {**targets, "shell": "6"})

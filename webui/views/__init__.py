@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import Http404
+from django.http import Http404, HttpRequest
 
 from lapsite.errors import NotFound
 
 
-def get_or_404[T](lookup: Callable[[str], T], key: str) -> T:
-    """``lookup(key)`` (a service's ``*_get``), with its ``NotFound`` as the page's 404."""
+def get_or_404[T](lookup: Callable[..., T], key: str, request: HttpRequest) -> T:
+    """``lookup(key)`` (a service's ``*_get``) as the request's user sees it, with its
+    ``NotFound`` (also for another user's object) as the page's 404."""
     try:
-        return lookup(key)
+        return lookup(key, viewer=request.user)
     except NotFound as error:
         raise Http404(error.message) from error

@@ -22,7 +22,7 @@ PAGE_SIZE = 50
 @login_required
 def agent_list(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()
-    agents, total = services.agent_list(search=search, limit=PAGE_SIZE)
+    agents, total = services.agent_list(viewer=request.user, search=search, limit=PAGE_SIZE)
     stats = session_stats_by_agent(agent.pk for agent in agents)
     rows = [(agent, *stats.get(agent.pk, (0, ""))) for agent in agents]
     return render(
@@ -76,7 +76,7 @@ def _save(request: HttpRequest, agent: Agent | None, changes: dict) -> Agent:
 @login_required
 @require_http_methods(["GET", "POST"])
 def agent_form(request: HttpRequest, agent_id: str | None = None) -> HttpResponse:
-    agent = get_or_404(services.agent_get, agent_id) if agent_id else None
+    agent = get_or_404(services.agent_get, agent_id, request) if agent_id else None
     stored = frozenset(services.env_var_names(agent)) if agent else frozenset()
     secret_errors: list[str] = []
     if request.method == "POST":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -16,6 +17,8 @@ from webui.forms import PoolTargetsForm
 @login_required
 @require_http_methods(["GET", "POST"])
 def pool_page(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and not request.user.is_staff:
+        raise PermissionDenied("only staff set pool targets")
     harnesses = services.pool_status()
     form = PoolTargetsForm(request.POST or None, harnesses=harnesses)
     if request.method == "POST" and form.is_valid():

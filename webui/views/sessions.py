@@ -25,7 +25,10 @@ def _filtered(request: HttpRequest) -> tuple[SessionFilterForm, list[Session]]:
     filters = SessionFilterForm(request.GET)
     query = filters.cleaned_data if filters.is_valid() else {}
     sessions = services.session_list(
-        agent_id=query.get("agent") or None, status=query.get("status") or None, limit=PAGE_SIZE
+        viewer=request.user,
+        agent_id=query.get("agent") or None,
+        status=query.get("status") or None,
+        limit=PAGE_SIZE,
     )
     return filters, sessions
 
@@ -47,7 +50,7 @@ def session_rows(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def session_start(request: HttpRequest, agent_id: str) -> HttpResponse:
-    agent = get_or_404(agent_get, agent_id)
+    agent = get_or_404(agent_get, agent_id, request)
     try:
         session = services.session_create(
             agent=agent, user=request.user, title=request.POST.get("title", "")[:200]
@@ -84,14 +87,14 @@ def _session_context(session: Session) -> dict:
 
 @login_required
 def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = get_or_404(services.session_get, session_id)
+    session = get_or_404(services.session_get, session_id, request)
     return render(request, "webui/session_detail.html", _session_context(session))
 
 
 @login_required
 def session_progress(request: HttpRequest, session_id: str) -> HttpResponse:
     """The bring-up phases; once the session has left ``creating`` the page reloads itself."""
-    session = get_or_404(services.session_get, session_id)
+    session = get_or_404(services.session_get, session_id, request)
     response = render(request, "webui/_session_progress.html", _session_context(session))
     if session.status != Session.Status.CREATING:
         response["HX-Refresh"] = "true"
@@ -101,7 +104,7 @@ def session_progress(request: HttpRequest, session_id: str) -> HttpResponse:
 @login_required
 @require_POST
 def session_stop(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = get_or_404(services.session_get, session_id)
+    session = get_or_404(services.session_get, session_id, request)
     if services.session_stop(session):
         messages.success(request, "Session stopped; its sandbox is gone, the recording is kept.")
     return redirect("webui:session-detail", session_id=session.id)

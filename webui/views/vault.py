@@ -15,7 +15,7 @@ LOG_SIZE = 200  # newest records shown
 
 @login_required
 def vault_panel(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = get_or_404(session_get, session_id)
+    session = get_or_404(session_get, session_id, request)
     records = vault_records_for(session, refresh=True)
     total = records.count()
     newest = list(records[max(0, total - LOG_SIZE) :])[::-1]

@@ -41,6 +41,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 ## The whole suite (SQLite unless DATABASE_URL / REDIS_URL are set)
 test: system-deps venv assets lint

@@ -40,8 +40,8 @@ class TextExtractor:
             parts = message.get("parts") if isinstance(message, dict) else None
             return "".join(self._whole(part) for part in parts or [] if isinstance(part, dict))
         for field in ("delta", "text"):
-            if isinstance(frame.get(field), str) and kind != "ready":
-                return frame[field]
+            if isinstance(text := frame.get(field), str) and kind != "ready":
+                return text
         return ""
 
     def _harness(self, event: dict[str, Any]) -> str:
@@ -54,8 +54,8 @@ class TextExtractor:
             self._seen[key] = self._seen.get(key, 0) + len(delta)
             return delta
         part = props.get("part") or {}
-        if isinstance(props.get("delta"), str) and part.get("type") == "text":
-            return props["delta"]
+        if isinstance(delta := props.get("delta"), str) and part.get("type") == "text":
+            return delta
         return self._whole(part)
 
     def _whole(self, part: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
@@ -82,12 +83,12 @@ class Client:
 
     def create_session(self, agent_id: str, title: str = "lap-cli") -> Json:
         """Start a session; the platform answers at once with ``status: "creating"``."""
-        return self._json(
+        return self._object(
             "POST", f"/agents/{path_segment(agent_id)}/session", json={"title": title}
         )
 
     def get_session(self, session_id: str) -> Json:
-        return self._json("GET", _session_path(session_id))
+        return self._object("GET", _session_path(session_id))
 
     def list_sessions(self, agent_id: str | None = None) -> list[Json]:
         """Sessions (optionally of one agent), across all pages."""
@@ -131,7 +132,7 @@ class Client:
     def tty_url(self, session: Json) -> str:
         """The WebSocket URL of a session's terminal: its (usually relative) ``tty_url``
         resolved against the platform URL, with http→ws and https→wss."""
-        raw = session.get("tty_url") or API_PREFIX + _session_path(str(session["id"]), "tty")
+        raw: str = session.get("tty_url") or API_PREFIX + _session_path(str(session["id"]), "tty")
         parts = urlsplit(urljoin(self.url + "/", raw))
         scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
         return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
@@ -152,9 +153,15 @@ class Client:
             if not data or (isinstance(total, int) and offset >= total):
                 return items
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _json(self, method: str, path: str, **kwargs: Any) -> Json | list[Json]:
         response = self._request(method, path, **kwargs)
-        return _decode(response.content, response, (dict, list))
+        body: Json | list[Json] = _decode(response.content, response, (dict, list))
+        return body
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> Json:
+        response = self._request(method, path, **kwargs)
+        body: Json = _decode(response.content, response, dict)
+        return body
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self._http.request(method, path, **kwargs)
@@ -181,8 +188,13 @@ class _Stream:
             raise error
         return response
 
-    def __exit__(self, *exc: object) -> None:
-        self._cm.__exit__(*exc)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._cm.__exit__(exc_type, exc, traceback)
 
 
 def path_segment(value: str) -> str:

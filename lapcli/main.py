@@ -38,7 +38,7 @@ class LapGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
-class SessionRef(click.ParamType):
+class SessionRef(click.ParamType[str]):
     """A session id, or a URL containing ``/sessions/<uuid>``; converted to the id."""
 
     name = "session"

@@ -246,9 +246,8 @@ class _Attachment:
         sender = asyncio.create_task(_send(ws, outgoing))
         pinger = asyncio.create_task(_ping(ws))
         try:
-            done, _ = await asyncio.wait(
-                {receiver, sender, detached}, return_when=asyncio.FIRST_COMPLETED
-            )
+            waiting: set[asyncio.Future[Any]] = {receiver, sender, detached}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if detached in done:
                 await ws.close()
                 return Outcome("detached")

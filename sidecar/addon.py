@@ -169,7 +169,8 @@ def _scrub_fields(policy: Policy, fields: http.Headers) -> None:
 
 
 def _encoding(message: http.Message) -> str:
-    return message.headers.get("content-encoding", "").strip().lower()
+    encoding: str = message.headers.get("content-encoding", "")
+    return encoding.strip().lower()
 
 
 def _decoded_stream(
@@ -365,13 +366,13 @@ class VaultAddon:
     def _plan_request_body(self, flow: http.HTTPFlow, state: _FlowState) -> None:
         request = flow.request
         policy = state.policy
-        length = request.headers.get("content-length")
+        length: str | None = request.headers.get("content-length")
         chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
-        unknown_length = length is None and (chunked or request.is_http2 or request.is_http3)
-        if not unknown_length and (length is None or not length.isdigit()):
-            return
-        if not unknown_length and int(length) <= BUFFER_LIMIT:
-            return  # buffered: swapped in ``request``
+        if length is None:
+            if not (chunked or request.is_http2 or request.is_http3):
+                return  # no body
+        elif not length.isdigit() or int(length) <= BUFFER_LIMIT:
+            return  # buffered: swapped in ``request`` (or a length mitmproxy refuses)
         if policy.stub_re is None or _encoding(request) not in ("", "identity"):
             request.stream = True
             return

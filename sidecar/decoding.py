@@ -75,7 +75,7 @@ def _brotli_decoder(limit: int) -> Decoder:
         if not chunk:
             return b""
         try:
-            data = decoder.process(chunk, output_buffer_limit=limit + 1)
+            data: bytes = decoder.process(chunk, output_buffer_limit=limit + 1)
         except brotli.error as error:
             raise DecodeError(str(error)) from None
         if len(data) > limit or not decoder.can_accept_more_data():

@@ -42,8 +42,8 @@ import inspect
 import logging
 import sys
 import types
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 
 def _import_addon_modules_only() -> None:
@@ -194,6 +194,10 @@ class InlineHookHandler(mode_servers.ProxyConnectionHandler):
         super().__init__(*args)
 
     @property
+    def hooks(self) -> HookTable:
+        return cast(HookTable, self.master.addons)  # a VaultMaster's
+
+    @property
     def layer(self) -> layer.Layer:
         return self._layer
 
@@ -201,9 +205,9 @@ class InlineHookHandler(mode_servers.ProxyConnectionHandler):
     def layer(self, top: layer.Layer) -> None:
         """Every layer mitmproxy sets as the top one holds back the hooks that run now."""
         handle_event = top.handle_event
-        table: HookTable = self.master.addons
+        table = self.hooks
 
-        def hold_inline_hooks(event: events.Event) -> Iterator[commands.Command]:
+        def hold_inline_hooks(event: events.Event) -> layer.CommandGenerator[None]:
             for command in handle_event(event):
                 if isinstance(command, commands.StartHook) and table.runs_now(command.name):
                     self.held.append(command)
@@ -215,7 +219,7 @@ class InlineHookHandler(mode_servers.ProxyConnectionHandler):
 
     async def server_event(self, event: events.Event) -> None:
         await super().server_event(event)
-        table: HookTable = self.master.addons
+        table = self.hooks
         while self.held:
             hook = self.held.popleft()
             table.run_now(hook)

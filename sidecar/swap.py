@@ -207,7 +207,7 @@ class StreamRewriter:
         self.pattern = pattern
         self.carry = max(longest - 1, 0)
         self.literals = None if literals is None else tuple(literals)
-        self.starts = None if literals is None else {lit[:1] for lit in self.literals}
+        self.starts = None if self.literals is None else {lit[:1] for lit in self.literals}
         self.replace = replace
         self.on_match = on_match
         self.may_match = may_match
@@ -240,12 +240,13 @@ class StreamRewriter:
 
     def _held(self, data: bytes) -> int:
         """How many bytes at the end of ``data`` to keep for the next chunk."""
-        if self.literals is None:
+        literals, starts = self.literals, self.starts
+        if literals is None or starts is None:
             return self.carry
         for start in range(max(len(data) - self.carry, 0), len(data)):
-            if data[start : start + 1] not in self.starts:
+            if data[start : start + 1] not in starts:
                 continue
             tail = data[start:]
-            if any(len(lit) > len(tail) and lit.startswith(tail) for lit in self.literals):
+            if any(len(lit) > len(tail) and lit.startswith(tail) for lit in literals):
                 return len(data) - start
         return 0

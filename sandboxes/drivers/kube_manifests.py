@@ -216,7 +216,7 @@ def secret_manifest(
     Immutable; created before the Pod (which then never waits for it) and given the Pod as
     owner right after (``owner_patch``), so deleting the Pod deletes it.
     """
-    data = {
+    data: dict[str, bytes | str] = {
         VAULT_KEY_FILE: _b64(spec.vault_material[VAULT_KEY_FILE]),
         VAULT_CA_FILE: _b64(spec.vault_material[VAULT_CA_FILE]),
         RUNNER_TOKEN_KEY: _b64(spec.runner_token.encode()),

@@ -34,7 +34,7 @@ import dataclasses
 import datetime
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import urllib3
@@ -419,7 +419,7 @@ class KubernetesDriver:
                 current = api.read_namespaced_network_policy(
                     manifests.NETWORK_POLICY, namespace, _request_timeout=REQUEST_TIMEOUT
                 )
-                serialize = self._client().sanitize_for_serialization
+                serialize: Callable[[object], object] = self._client().sanitize_for_serialization
                 if serialize(current.spec) != serialize(wanted.spec):
                     assert wanted.metadata is not None and current.metadata is not None
                     wanted.metadata.resource_version = current.metadata.resource_version

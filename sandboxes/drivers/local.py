@@ -38,6 +38,7 @@ Any process finds them again through ``meta.json``; start times guard against pi
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import json
@@ -250,7 +251,7 @@ class LocalDriver:
 
     def list(self) -> list[SandboxInfo]:
         """Every sandbox directory: labels, running/exited, and why it exited."""
-        infos = []
+        infos: list[SandboxInfo] = []
         if not self.root.is_dir():
             return infos
         with self._locked():
@@ -504,7 +505,7 @@ class LocalDriver:
                 pass_fds=(script.fileno(), listener.fileno()),
             )
 
-    def _as_uid(self, uid: int) -> list[str]:
+    def _as_uid(self, uid: int) -> builtins.list[str]:  # ``list`` is a method here
         if not self.privileged:
             return []
         return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from .terminal import exit_status, kill_session
 
@@ -14,7 +14,7 @@ READ_SIZE = 65536
 
 async def run(
     argv: list[str], env: dict[str, str], cwd: str | None, timeout: float | None
-) -> AsyncIterator[dict[str, object]]:
+) -> AsyncGenerator[dict[str, object]]:
     """Run ``argv`` (no shell) and yield its events.
 
     Yields ``{"stream": "stdout"|"stderr", "data": str}`` as output arrives (decoded as UTF-8

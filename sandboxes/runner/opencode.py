@@ -142,7 +142,8 @@ class OpencodeHarness:
                 continue
             info = properties.get("info") or {}
             if event.get("type") == "message.updated" and info.get("role") == "user":
-                user_messages.add(info.get("id"))
+                if isinstance(message_id := info.get("id"), str):
+                    user_messages.add(message_id)
                 continue
             part = properties.get("part") or {}
             if (part.get("messageID") or properties.get("messageID")) in user_messages:

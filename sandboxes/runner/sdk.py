@@ -91,7 +91,8 @@ class SdkHarness:
                 if kind == "event":
                     emit(line["event"])
                 elif kind == "done":
-                    return line["message"]
+                    reply: dict[str, Any] = line["message"]
+                    return reply
                 elif kind == "error":
                     raise HarnessError(line.get("error") or "the Agent SDK failed")
 

@@ -229,7 +229,7 @@ class Worker:
         return ClaudeAgentOptions(
             cwd=os.getcwd(),
             model=os.environ.get("LITELLM_DEFAULT_MODEL") or None,
-            system_prompt=system_prompt,  # type: ignore[arg-type]
+            system_prompt=system_prompt,
             permission_mode="bypassPermissions",
             disallowed_tools=["AskUserQuestion"],
             include_partial_messages=True,

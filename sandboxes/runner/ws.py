@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 MAX_BUFFER = 4 * 1024 * 1024
 PAUSE_BYTES = 1024 * 1024
 CLOSE_TIMEOUT = 10.0  # how long a closing client may take to answer our close frame
+
+DATA_OPCODES = (Opcode.BINARY, Opcode.TEXT, Opcode.CONT)  # a CONT frame carries either
 
 
 def _dimension(value: object) -> int | None:
@@ -140,9 +142,10 @@ class TtyClient:
                 protocol.receive_data(data)
             else:
                 protocol.receive_eof()
-            for frame in protocol.events_received():
-                if frame.opcode in (Opcode.BINARY, Opcode.TEXT, Opcode.CONT):  # type: ignore[union-attr]
-                    self._on_data_frame(frame.opcode, frame.data, frame.fin, on_input, on_resize)  # type: ignore[union-attr]
+            for frame in protocol.events_received():  # frames only, after the handshake
+                if isinstance(frame, Frame) and frame.opcode in DATA_OPCODES:
+                    data_bytes = bytes(frame.data)  # the same object when it is bytes already
+                    self._on_data_frame(frame.opcode, data_bytes, frame.fin, on_input, on_resize)
             self._flush()
             if not data:
                 break

@@ -9,6 +9,8 @@ Hooks, in the order a request meets them:
 - ``server_connect``: resolve (or reuse the CONNECT-time answer), check every address again and
   pin the connection to the checked address with the host name as SNI, so a second DNS answer
   (rebinding) cannot move it. A refusal kills the connection (the client sees 502).
+- ``server_connected``: give the connection its host name back, so that mitmproxy, which reuses
+  a connection only for a request to the same address, reuses it for the next request.
 - ``requestheaders``: outside a tunnel (plain HTTP), require the proxy credential (407) first;
   take the policy snapshot, require ``Host``/``:authority`` to match the tunnel, find the stubs
   in every header (also inside ``Basic``) and in the URL, block the whole request (never
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from mitmproxy import ctx, http
+from mitmproxy.connection import Address
 from mitmproxy.proxy import server_hooks
 
 from sidecar.control import Vault
@@ -223,6 +226,7 @@ class VaultAddon:
         self.expected_auth = None if proxyauth is None else proxy_authorization(proxyauth)
         self.tunnels: dict[str, tuple[str, int]] = {}
         self.checked: dict[str, tuple[str, list[IPAddress]]] = {}
+        self.named: dict[str, Address] = {}
 
     def _authenticated(self, request: http.Request) -> bool:
         """Whether ``request`` carries the proxy credential (always, when none is set)."""
@@ -297,7 +301,26 @@ class VaultAddon:
             return
         if data.server.sni is None and ip_literal(host) is None:
             data.server.sni = host
+        self.named[data.server.id] = data.server.address
         data.server.address = (str(addresses[0]), port)
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """The socket is connected to the pinned address now (``peername``); the connection's
+        ``address`` goes back to what the request named. mitmproxy reuses a connection only for
+        a request whose address equals it, so with the IP left in place every plain-HTTP request
+        on a keep-alive client connection opened another upstream connection, and the sixth
+        waited forever for mitmproxy's limit of five per address.
+
+        ``Server`` refuses a new ``address`` on an open connection, a guard against an addon
+        moving a live connection elsewhere; this one goes nowhere (the socket stays where it
+        is), so the guard is stepped around.
+        """
+        named = self.named.pop(data.server.id, None)
+        if named is not None:
+            object.__setattr__(data.server, "address", named)
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.named.pop(data.server.id, None)
 
     def client_disconnected(self, client: object) -> None:
         client_id = getattr(client, "id", None)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import gzip
+import http.server
 import json
 import socket
 import ssl
+import threading
 import urllib.parse
 import zlib
 
@@ -313,6 +315,40 @@ def test_plain_http_never_carries_a_secret(vault_env: VaultEnv):
     assert response.status_code == 403
     assert response.json()["reason"] == "credential_requires_tls"
     assert vault_env.upstream.received == []
+
+
+class _PortEcho(http.server.BaseHTTPRequestHandler):
+    """A keep-alive HTTP/1.1 handler answering with the client port the request came from."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = str(self.client_address[1]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_plain_http_keep_alive_reuses_one_upstream_connection(vault_env: VaultEnv):
+    """The sidecar connects to the address it checked, then names the connection by its host
+    again: with the IP left on it, mitmproxy never reused the connection, and the sixth
+    request on one client connection waited forever (five connections per address)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PortEcho)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    vault_env.egress = {"allow_out": ["localhost"], "deny_out": []}
+    vault_env.push()
+    try:
+        with vault_env.sidecar.client() as client:
+            url = f"http://localhost:{server.server_address[1]}/x"
+            ports = {client.get(url, timeout=5).text for _ in range(8)}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(ports) == 1
 
 
 def test_untrusted_upstream_certificate_gives_502_and_no_request(vault_env: VaultEnv):

@@ -66,17 +66,17 @@ class MessageSerializer(serializers.Serializer):
     )
 
 
-class StreamFrameSerializer(serializers.Serializer):
-    """One Server-Sent Event's `data:` payload."""
+class ServerSentEventSerializer(serializers.Serializer):
+    """One Server-Sent Event as a client parses it: the schema of a `text/event-stream` response
+    describes each event (OpenAPI 3.2's `itemSchema`, which 3.0 tools read from `schema`), and
+    an event's `data` is a string, here one JSON frame."""
 
-    type = serializers.ChoiceField(choices=["ready", "harness_event", "done", "error"])
-    event = serializers.DictField(
-        required=False,
-        help_text="harness_event: `{type, properties}` (message.updated, message.part.updated, "
-        "message.part.delta, session.idle, …)",
-    )
-    message = serializers.JSONField(
-        required=False, help_text="done: the assistant turn {info, parts}; error: why (a string)"
+    event = serializers.CharField(required=False, help_text='never sent: the default, "message"')
+    data = serializers.CharField(
+        help_text="one frame as JSON: `{type: ready|harness_event|done|error, event?, message?}`; "
+        "harness_event carries `event` `{type, properties}` (message.updated, "
+        "message.part.updated, message.part.delta, session.idle, …); done carries `message`, "
+        "the assistant turn {info, parts}; error carries `message`, why (a string)"
     )
 
 
@@ -138,7 +138,7 @@ def _event_stream(frames: AsyncIterator[dict[str, Any]]) -> StreamingHttpRespons
 
 
 SSE_RESPONSE = OpenApiResponse(
-    StreamFrameSerializer,
+    ServerSentEventSerializer,
     description="Server-Sent Events; each `data:` line is one frame: `ready`, `harness_event` "
     "frames as the harness works, then `done` (with the assistant turn) or `error`",
 )

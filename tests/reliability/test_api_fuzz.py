@@ -10,6 +10,10 @@ Left out on purpose: ``negative_data_rejection`` (DRF accepts ``0`` for ``false`
 for a string and ``?status=`` as "no filter" — lenient, never lossy), ``positive_data_acceptance``
 (schema-valid is not always meaningful: ``argv: [""]`` is a clear 400) and ``use_after_free``
 (a stopped session stays readable by design: its recording and records outlive the sandbox).
+``POST /sessions/{id}/message`` is left out of the authenticated run: it answers when the
+harness's turn ends, and this platform has no model behind its harnesses, so a turn lasts
+until the harness gives up (far beyond the request timeout); ``message_stream`` shows the
+same turns as they start, and ``test_hostile_input`` sends bad bodies to every operation.
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ def schema_file(platform, tmp_path_factory) -> Path:
     return path
 
 
-def fuzz(schema_file: Path, url: str, *, checks, phases: str, examples: int, headers=()) -> None:
-    """Run schemathesis against the platform at ``url``; fails with its report."""
+def fuzz(
+    schema_file: Path, url: str, *, checks, phases: str, examples: int, headers=(), exclude=()
+) -> None:
+    """Run schemathesis against the platform at ``url`` (leaving out the operations whose ids
+    are in ``exclude``); fails with its report."""
     argv = [
         ST,
         "run",
@@ -72,6 +79,7 @@ def fuzz(schema_file: Path, url: str, *, checks, phases: str, examples: int, hea
         f"--max-examples={examples}",
         "--request-timeout=60",
         *(arg for header in headers for arg in ("-H", header)),
+        *(arg for operation in exclude for arg in ("--exclude-operation-id", operation)),
     ]
     done = subprocess.run(
         argv,
@@ -95,6 +103,7 @@ def test_fuzz_with_the_master_key(platform, schema_file):
         phases="examples,coverage,fuzzing,stateful",
         examples=sized(10, 200),
         headers=[f"Authorization: Bearer {platform.key}"],
+        exclude=["sessions_message"],
     )
 
 

@@ -66,10 +66,12 @@ async def terminal_bridge(scope: dict, receive, send) -> None:
     if runner is None:
         await _wait_for_disconnect(receive)
         return
-    await touch(session_id)
-    last_touch = time.monotonic()
+    # The runner sends the screen at once: the pump starts before the activity write, which
+    # would otherwise sit between a new terminal and its first byte.
     pump = asyncio.create_task(_pump_runner_output(runner, send))
     try:
+        await touch(session_id)
+        last_touch = time.monotonic()
         while (message := await receive())["type"] == "websocket.receive":
             data = message.get("bytes")
             frame = data if data is not None else message.get("text", "")

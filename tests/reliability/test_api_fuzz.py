@@ -10,10 +10,12 @@ Left out on purpose: ``negative_data_rejection`` (DRF accepts ``0`` for ``false`
 for a string and ``?status=`` as "no filter" — lenient, never lossy), ``positive_data_acceptance``
 (schema-valid is not always meaningful: ``argv: [""]`` is a clear 400) and ``use_after_free``
 (a stopped session stays readable by design: its recording and records outlive the sandbox).
-``POST /sessions/{id}/message`` is left out of the authenticated run: it answers when the
-harness's turn ends, and this platform has no model behind its harnesses, so a turn lasts
-until the harness gives up (far beyond the request timeout); ``message_stream`` shows the
-same turns as they start, and ``test_hostile_input`` sends bad bodies to every operation.
+The operations that follow a harness's turn — ``message``, ``message_stream`` and ``events`` —
+are left out of the authenticated run (``TURN_OPERATIONS``): agents made without a
+``harness_id`` run opencode, this platform has no model behind it, so a turn lasts until the
+harness gives up, and every such case held the run for the whole request timeout (the run
+outgrew its budget). ``tests/e2e/test_api_harnesses.py`` drives them against a fake model
+gateway, and ``test_hostile_input`` sends bad bodies to every operation.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ RESPONSE_CHECKS = [
     "response_headers_conformance",
     "response_schema_conformance",
 ]
+TURN_OPERATIONS = ["sessions_message", "sessions_message_stream", "sessions_events"]
 AUTHENTICATED_CHECKS = [
     *RESPONSE_CHECKS,
     "missing_required_header",
@@ -103,7 +106,7 @@ def test_fuzz_with_the_master_key(platform, schema_file):
         phases="examples,coverage,fuzzing,stateful",
         examples=sized(10, 200),
         headers=[f"Authorization: Bearer {platform.key}"],
-        exclude=["sessions_message"],
+        exclude=TURN_OPERATIONS,
     )
 
 

@@ -259,7 +259,11 @@ def _enter(
     if outcome.kind == "detached":
         click.echo(f"\ndetached — re-attach with: lap attach {session_id}", err=True)
     elif outcome.kind == "exited":
-        click.echo(f"\nsession {session_id}: process exited with code {outcome.code}", err=True)
+        click.echo(
+            f"\nsession {session_id}: process exited with code {outcome.code}"
+            f" — attach again to start it anew: lap attach {session_id}",
+            err=True,
+        )
     elif outcome.kind == "closed":
         click.echo(f"\nthe platform closed the terminal of session {session_id}", err=True)
     click.get_current_context().exit(outcome.code)

@@ -45,6 +45,7 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4408
 CLOSE_NOT_READY = 4409
 CLOSE_TOO_BIG = 4413
+CLOSE_START_FAILED = 4500
 
 CLOSE_MESSAGES = {
     CLOSE_UNAUTHORIZED: "the terminal refused the session token (run: lap login, then re-attach)",
@@ -53,6 +54,7 @@ CLOSE_MESSAGES = {
     CLOSE_TOO_SLOW: "the server dropped this terminal: the connection was too slow to keep up",
     CLOSE_NOT_READY: "the session is not ready for a terminal yet (try again in a moment)",
     CLOSE_TOO_BIG: "the server refused a terminal message over 1 MiB",
+    CLOSE_START_FAILED: "the session's harness exited and could not start again",
 }
 HANDSHAKE_MESSAGES = {
     401: CLOSE_MESSAGES[CLOSE_UNAUTHORIZED],
@@ -160,7 +162,7 @@ class _Attachment:
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd else None
                     if code in CLOSE_MESSAGES:
-                        raise LapError(CLOSE_MESSAGES[code], ExitStatus.ERROR) from None
+                        raise LapError(_close_message(exc), ExitStatus.ERROR) from None
                     if code == 1000:
                         return Outcome("closed")
                 except InvalidStatus as exc:
@@ -280,6 +282,13 @@ class _Attachment:
             with _local_terminal("write to stdout"):
                 written = os.write(self.stdout_fd, view)
             view = view[written:]
+
+
+def _close_message(closed: ConnectionClosed) -> str:
+    assert closed.rcvd is not None
+    if closed.rcvd.code == CLOSE_START_FAILED and closed.rcvd.reason:
+        return closed.rcvd.reason  # the runner's own words, with the error
+    return CLOSE_MESSAGES[closed.rcvd.code]
 
 
 @contextlib.contextmanager

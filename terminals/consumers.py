@@ -24,7 +24,13 @@ from django.db import DatabaseError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from sandboxes.runner.protocol import MAX_MESSAGE
+from sandboxes.runner.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_NOT_STARTED,
+    CLOSE_START_FAILED,
+    CLOSE_TOO_SLOW,
+    MAX_MESSAGE,
+)
 from sandboxes.runner_client import RunnerClient, RunnerError
 from sandboxes.services import session_touch
 from terminals import services
@@ -40,9 +46,15 @@ logger = logging.getLogger(__name__)
 
 # Activity is written at most this often (seconds): keystrokes must not each cost a DB write.
 TOUCH_INTERVAL = 30.0
-# Runner close codes passed on to the client as they are; anything else (the sandbox died,
-# was stopped, or the runner shut down) becomes 4503. daphne can only send 1000 or 3000-4999.
-FORWARDED_CLOSE_CODES = {1000, 4408, 4409}
+# Runner close codes passed on to the client as they are, with their reason; anything else
+# (the sandbox died, was stopped, or the runner shut down) becomes 4503. daphne can only send
+# 1000 or 3000-4999.
+FORWARDED_CLOSE_CODES = {
+    CLOSE_NORMAL,
+    CLOSE_TOO_SLOW,
+    CLOSE_NOT_STARTED,
+    CLOSE_START_FAILED,
+}
 
 
 @database_sync_to_async
@@ -128,12 +140,10 @@ async def _pump_runner_output(runner: ClientConnection, send) -> None:
     except ConnectionClosed:
         pass
     code = runner.close_code
-    await send(
-        {
-            "type": "websocket.close",
-            "code": code if code in FORWARDED_CLOSE_CODES else CLOSE_RUNNER_UNAVAILABLE,
-        }
-    )
+    if code in FORWARDED_CLOSE_CODES:
+        await send({"type": "websocket.close", "code": code, "reason": runner.close_reason or ""})
+    else:
+        await send({"type": "websocket.close", "code": CLOSE_RUNNER_UNAVAILABLE})
 
 
 async def no_terminal(scope: dict, receive, send) -> None:

@@ -11,10 +11,12 @@ CLOSE_NORMAL = 1000  # the harness exited; a {"type": "exit"} frame came first
 CLOSE_GOING_AWAY = 1001  # the runner is shutting down (SIGTERM)
 CLOSE_TOO_SLOW = 4408  # the client fell behind its bounded output queue
 CLOSE_NOT_STARTED = 4409  # attached before POST /start
+CLOSE_START_FAILED = 4500  # the harness exited, and could not be started again for this client
 
 REASON_TOO_SLOW = "client too slow"
 REASON_NOT_STARTED = "not started"
 REASON_GOING_AWAY = "runner shutting down"
+REASON_START_FAILED = "the harness exited and could not start again"
 
 # Text control frames (JSON objects with a "type").
 MSG_RESIZE = "resize"  # client -> runner: {"type": "resize", "cols": C, "rows": R}

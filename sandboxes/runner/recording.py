@@ -4,6 +4,9 @@ One JSON header line, then one JSON array per event: ``[seconds, "o", text]`` fo
 ``[seconds, "r", "COLSxROWS"]`` for a resize. Output bytes are decoded as UTF-8 with
 replacement, incrementally, so a character split across two reads stays whole.
 
+When the harness exits and a client attaching starts it again, the file goes on: a marker
+event ``[t, "m", "harness started again"]`` separates the two runs.
+
 The file is size-capped: once it would grow past ``max_bytes`` a marker event
 ``[t, "m", "recording truncated ..."]`` is written and nothing more is appended, so a chatty
 harness cannot fill the sandbox's disk.
@@ -20,6 +23,7 @@ from typing import BinaryIO
 from .protocol import TERM
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+RESTART_MARKER = "harness started again"
 
 
 class Recorder:
@@ -35,7 +39,12 @@ class Recorder:
         self._file: BinaryIO | None = None
 
     def start(self, cols: int, rows: int, env: dict[str, str]) -> None:
-        """Create the file (replacing an old one) and write the header."""
+        """Create the file (replacing an old one) and write the header; when the file is open
+        already (the harness was started again), mark the restart instead."""
+        if self._file is not None:
+            if not self.truncated:
+                self._event("m", RESTART_MARKER)
+            return
         self._file = self.path.open("wb")
         self._start = time.monotonic()
         header: dict[str, object] = {

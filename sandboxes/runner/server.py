@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from . import execute, httpio, relay, turns
 from .conversation import Conversation, HarnessError
 from .httpio import HTTPError, Request
-from .protocol import CLOSE_NOT_STARTED, MAX_SIZE, REASON_NOT_STARTED
+from .protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NOT_STARTED,
+    CLOSE_START_FAILED,
+    MAX_SIZE,
+    REASON_GOING_AWAY,
+    REASON_NOT_STARTED,
+    REASON_START_FAILED,
+)
 from .recording import Recorder
 from .terminal import Terminal
 from .ws import TtyClient
@@ -77,8 +85,11 @@ class Runner:
         self.terminal: Terminal | None = None
         self.conversation: Conversation | None = None
         self._starting = False
+        self._argv: list[str] = []
         self._env: dict[str, str] = {}
         self._cwd: str | None = None
+        self._start_again_lock = asyncio.Lock()
+        self._shutting_down = False
         self._connections: set[asyncio.Task[None]] = set()
         self._routes: dict[str, dict[str, Handler]] = {
             "/healthz": {"GET": self._healthz},
@@ -194,7 +205,7 @@ class Runner:
             raise HTTPError(400, f"the harness did not start: {exc}") from None
         finally:
             self._starting = False
-        self._env, self._cwd = env, cwd
+        self._argv, self._env, self._cwd = argv, env, cwd
         log.info("harness started: pid %s", pid)
         writer.write(httpio.json_response(200, {"pid": pid}))
 
@@ -262,16 +273,45 @@ class Runner:
         client = TtyClient(reader, writer)
         if not client.handshake(request.head):
             return
-        terminal = self.terminal
-        if terminal is None:
-            client.close(CLOSE_NOT_STARTED, REASON_NOT_STARTED)
-            await client.serve(lambda c, d: None, lambda c, w, h: None)
+        if self._shutting_down:  # no harness may start again now
+            await _refuse(client, CLOSE_GOING_AWAY, REASON_GOING_AWAY)
+            return
+        if self.terminal is None:
+            await _refuse(client, CLOSE_NOT_STARTED, REASON_NOT_STARTED)
+            return
+        try:
+            terminal = await self._running_terminal()
+        except OSError as exc:
+            await _refuse(client, CLOSE_START_FAILED, f"{REASON_START_FAILED}: {exc.strerror}")
             return
         terminal.attach(client)
         try:
             await client.serve(terminal.write, lambda c, cols, rows: terminal.resize(cols, rows))
         finally:
             terminal.detach(client)
+
+    async def _running_terminal(self) -> Terminal:
+        """The terminal a new client attaches to. A harness that exited is started again, with
+        the argv, env and cwd of ``/start`` at the last size, as the reference platform's
+        ``tmux new-session -A`` does: ``/work`` is kept, and the recording goes on.
+
+        Raises OSError if it cannot start (e.g. its cwd was removed).
+        """
+        async with self._start_again_lock:  # two clients attaching at once start one harness
+            terminal = self.terminal
+            assert terminal is not None and self._cwd is not None
+            if terminal.exited:
+                exit_code = terminal.exit_code
+                terminal = await Terminal.spawn(
+                    self._argv, self._env, self._cwd, *terminal.size, recorder=self._recorder
+                )
+                self.terminal = terminal
+                log.info(
+                    "harness exited with %s earlier; a client attached: started again, pid %s",
+                    exit_code,
+                    terminal.process.pid,
+                )
+            return terminal
 
     async def housekeeping(self) -> None:
         """Feed the screen model in idle time and flush the recording, forever."""
@@ -288,6 +328,7 @@ class Runner:
 
     async def shutdown(self) -> None:
         """Kill the harness's process group, close clients with 1001, stop running commands."""
+        self._shutting_down = True
         if self.terminal is not None:
             self.terminal.kill()
         if self.conversation is not None:
@@ -301,6 +342,12 @@ class Runner:
             await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
         if self._recorder:
             self._recorder.close()
+
+
+async def _refuse(client: TtyClient, code: int, reason: str) -> None:
+    """Close a /tty client that cannot attach, then serve it until its close completes."""
+    client.close(code, reason)
+    await client.serve(lambda c, d: None, lambda c, w, h: None)
 
 
 def _use_pidfd_child_watcher() -> None:

@@ -292,8 +292,7 @@ class Terminal:
         if self._pending_input:
             self._loop.remove_writer(self._fd)
         os.close(self._fd)
-        if self._recorder:
-            self._recorder.close()
+        self.flush_recording()  # the runner closes it: a harness started again goes on in it
         for client in tuple(self._clients):
             self._send_exit(client)
         self._clients.clear()

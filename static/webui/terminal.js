@@ -2,15 +2,20 @@
 // (docs: DESIGN.md, Terminal protocol). Authenticated by the login cookie; the browser sends
 // the page's Origin, which the platform checks. Keystrokes go out as binary frames, resizes
 // as JSON text frames; the first frame after each attach is the scrollback plus the screen.
+// Text frames from the server are control messages, never terminal output: when the harness
+// exits, the page says so and stops reconnecting; attaching again (Enter or the button) starts
+// the harness anew in the same sandbox.
 "use strict";
 (() => {
   const FINAL_CLOSES = {
     4401: "not authorised (log in again)",
     4404: "session not found",
     4409: "the session is not running",
+    4500: "the harness exited and could not start again",
   };
   const container = document.getElementById("terminal");
   const state = document.getElementById("terminal-state");
+  const again = document.getElementById("terminal-again");
   const term = new Terminal({
     cursorBlink: true,
     scrollback: 10000,
@@ -26,6 +31,7 @@
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${container.dataset.ttyPath}`;
   let socket = null;
   let retryDelay = 500;
+  let exited = false;
 
   const show = (text, kind) => {
     state.textContent = text;
@@ -45,7 +51,10 @@
     mirrorSize();
     sendSize();
   });
-  term.onData((data) => send(encoder.encode(data)));
+  term.onData((data) => {
+    if (!exited) send(encoder.encode(data));
+    else if (data === "\r") startAgain();
+  });
   term.onBinary((data) => send(Uint8Array.from(data, (c) => c.charCodeAt(0))));
   new ResizeObserver(() => requestAnimationFrame(refit)).observe(container);
 
@@ -66,11 +75,13 @@
         term.reset(); // the first frame redraws everything: scrollback, then the screen
         fresh = false;
       }
-      term.write(typeof event.data === "string" ? event.data : new Uint8Array(event.data));
+      if (typeof event.data === "string") control(event.data);
+      else term.write(new Uint8Array(event.data));
     };
     socket.onclose = (event) => {
+      if (exited) return;
       if (FINAL_CLOSES[event.code]) {
-        show(`disconnected: ${FINAL_CLOSES[event.code]}`, "error");
+        show(`disconnected: ${event.reason || FINAL_CLOSES[event.code]}`, "error");
         return;
       }
       // A network blip, a platform restart or the sandbox going away: try again, slower each time.
@@ -80,6 +91,30 @@
     };
   }
 
+  // {"type":"exit","code":N} when the harness ends; pong and error (a refused resize) need
+  // nothing from the page.
+  function control(text) {
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (message.type === "exit") {
+      exited = true;
+      show(`exited with code ${message.code} — press Enter to start it again`, "error");
+      again.hidden = false;
+    }
+  }
+
+  function startAgain() {
+    exited = false;
+    again.hidden = true;
+    retryDelay = 500;
+    connect();
+  }
+
+  again.addEventListener("click", startAgain);
   refit();
   mirrorSize();
   connect();

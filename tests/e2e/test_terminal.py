@@ -162,16 +162,28 @@ async def test_stopped_session_closes_4409(live_platform, shell_agent):
     assert (code, frames) == (4409, []), reason
 
 
-async def test_harness_exit_is_reported(live_platform, shell_agent):
+async def test_harness_exit_is_reported_and_a_new_attach_starts_it_again(
+    live_platform, shell_agent
+):
     session = live_platform.ready_session(shell_agent)
-    ws = await attach(live_platform.tty_url(session), session["tty_token"])
-    await ws.send(b"exit 7\n")
+    url, token = live_platform.tty_url(session), session["tty_token"]
+    ws = await attach(url, token)
+    await ws.send(b"echo kept-$((4*4)) > /work/note; exit 7\n")
     frames = []
     with pytest.raises(ConnectionClosed):
         while True:
             frames.append(await asyncio.wait_for(ws.recv(), 10))
     assert {"type": "exit", "code": 7} in [json.loads(f) for f in frames if isinstance(f, str)]
     assert ws.close_code == 1000
+
+    again = await attach(url, token)
+    try:
+        await again.send(b"cat /work/note; echo done-$((1+1))\n")
+        output = await read_until(again, b"done-2")
+    finally:
+        await again.close()
+    assert b"kept-16" in output
+    assert live_platform.api("GET", f"/sessions/{session['id']}").json()["status"] == "ready"
 
 
 async def test_delete_kills_every_sandbox_process_within_two_seconds(live_platform, shell_agent):

@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 
 from lapcli.client import Client, session_id_from
 from lapcli.config import mask
@@ -670,9 +672,30 @@ def test_help_of_every_command_has_examples() -> None:
 def test_close_codes_match_the_server() -> None:
     """lapcli keeps its own copy of the terminal close codes; they must equal the server's."""
     from lapcli import tty
-    from terminals import access as protocol
+    from sandboxes.runner import protocol as runner
+    from terminals import access as bridge
 
-    ours = {name: value for name, value in vars(tty).items() if name.startswith("CLOSE_")}
-    theirs = {name: getattr(protocol, name) for name in ours if hasattr(protocol, name)}
-    assert theirs, f"terminals.access defines none of {sorted(ours)}"
+    ours = {
+        name: value
+        for name, value in vars(tty).items()
+        if name.startswith("CLOSE_") and isinstance(value, int)
+    }
+    theirs = {
+        name: getattr(module, name)
+        for module in (bridge, runner)
+        for name in ours
+        if hasattr(module, name)
+    }
+    # CLOSE_FORBIDDEN only keys the message for an HTTP 403 on the upgrade: no server sends it.
+    assert set(theirs) == set(ours) - {"CLOSE_FORBIDDEN"}
     assert theirs == {name: ours[name] for name in theirs}
+
+
+def test_a_harness_that_cannot_start_again_is_explained_in_the_servers_words() -> None:
+    from lapcli import tty
+
+    reason = "the harness exited and could not start again: No such file or directory"
+    assert tty._close_message(ConnectionClosed(Close(4500, reason), None)) == reason
+    assert (
+        tty._close_message(ConnectionClosed(Close(4409, "x"), None)) == (tty.CLOSE_MESSAGES[4409])
+    )

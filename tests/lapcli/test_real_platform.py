@@ -53,9 +53,21 @@ def test_attach_echo_resize_detach_and_reattach(
 
     again = Lap(live_platform, tmp_path, "attach", session_id)
     again.child.expect("round-42-trip")  # the earlier screen comes back
-    again.child.sendline("exit 5")
-    again.child.expect(f"session {session_id}: process exited with code 5")
+    again.child.sendline("echo kept-$((2*3)) > /work/note; exit 5")
+    again.child.expect(
+        f"session {session_id}: process exited with code 5"
+        f" — attach again to start it anew: lap attach {session_id}"
+    )
     assert again.finish() == 5
+
+    # Attaching after the exit starts a new shell in the same sandbox: its files are kept.
+    anew = Lap(live_platform, tmp_path, "attach", session_id)
+    anew.child.expect(PROMPT)
+    anew.child.sendline("cat /work/note")
+    anew.child.expect("kept-6")
+    anew.child.send("\x04")
+    anew.child.expect("detached")
+    assert anew.finish() == 0
 
 
 def test_exec_returns_the_exit_code_and_splits_streams(

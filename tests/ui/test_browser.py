@@ -209,6 +209,19 @@ def test_a_person_runs_a_shell_session_in_the_browser(browser, page, platform, p
     seen("session-narrow")
     page.set_viewport_size({"width": 1280, "height": 800})
 
+    # The shell exits: the page says so (no protocol text in the terminal) and stops
+    # reconnecting; Enter starts a new shell in the same sandbox, its files kept.
+    type_line(page, "echo kept-$((3*3)) > /work/note; exit 3")
+    state = page.locator("#terminal-state")
+    expect(state).to_have_text("exited with code 3 — press Enter to start it again")
+    expect(page.locator("#terminal-again")).to_be_visible()
+    assert not [row for row in terminal_rows(page) if '"type"' in row]
+    page.keyboard.press("Enter")
+    expect(state).to_have_text("connected")
+    expect(page.locator("#terminal-again")).to_be_hidden()
+    type_line(page, "cat /work/note")
+    wait_for_row(page, "^kept-9$")
+
     # Every page's HTML as the browser got it, and the page fragments htmx polls.
     session_id = session_url.rstrip("/").rsplit("/", 1)[1]
     for path in (

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import unix_connect
 from websockets.exceptions import ConnectionClosed
 
-from sandboxes.runner.protocol import CLOSE_NOT_STARTED, CLOSE_TOO_SLOW
+from sandboxes.runner.protocol import CLOSE_NOT_STARTED, CLOSE_START_FAILED, CLOSE_TOO_SLOW
 from sandboxes.runner_client import RunnerClient, RunnerError
 
 from .conftest import (
@@ -24,6 +24,7 @@ from .conftest import (
     read_until,
     resize_message,
 )
+from .test_recording import parse_asciicast
 
 
 class TolerantScreen(pyte.Screen):
@@ -232,8 +233,43 @@ async def test_harness_exit_is_delivered(runner):
     assert frames[-1] == '{"type": "exit", "code": 7}'
     assert closed is not None and closed.rcvd.code == 1000
     assert runner.client.health() == {"ok": True, "started": True, "exit_code": 7, "turn": False}
-    # A client attaching afterwards still sees the last screen, then the exit.
-    late = await runner.client.connect_tty()
-    assert b"bye-now" in await asyncio.wait_for(late.recv(), 5)
-    assert await asyncio.wait_for(late.recv(), 5) == '{"type": "exit", "code": 7}'
+
+
+async def test_attaching_after_the_exit_starts_the_harness_again(start_runner, workdir):
+    runner = start_runner("--recording", str(workdir / "rec.cast"))
+    harness = ["sh", "-c", 'read line; eval "$line"; exit 7']
+    first_pid = runner.client.start(harness, SHELL_ENV, cwd="/", cols=90, rows=30)["pid"]
+    ws = await runner.client.connect_tty()
+    await ws.send(b"echo bye-one\n")
+    await read_until(ws, b"bye-one\r\n")
+    assert (await drain_until_closed(ws)).rcvd.code == 1000
+
+    # Two clients attach at once: one new harness, at the last size, which both share.
+    late, other = await asyncio.gather(runner.client.connect_tty(), runner.client.connect_tty())
+    assert runner.client.health()["exit_code"] is None
+    await late.send(b"stty size; echo pid-$$ end-$((1+1))\n")
+    output = await read_until(other, b"end-2")
+    assert b"end-2" in await read_until(late, b"end-2")
+    assert b"30 90" in output and f"pid-{first_pid}\r".encode() not in output
     assert (await drain_until_closed(late)).rcvd.code == 1000
+
+    # The recording goes on in the same file, the restart marked.
+    _, events = parse_asciicast(runner.client.recording())
+    markers = [payload for _, kind, payload in events if kind == "m"]
+    assert markers == ["harness started again"]
+    output = "".join(payload for _, kind, payload in events if kind == "o")
+    assert output.index("bye-one") < output.index("30 90")
+
+
+async def test_a_harness_that_cannot_start_again_closes_4500(runner, workdir):
+    cwd = workdir / "gone"
+    cwd.mkdir()
+    runner.client.start(["sh", "-c", "exit 3"], SHELL_ENV, cwd=str(cwd))
+    await asyncio.sleep(0.6)  # the exit, then its drain timeout
+    cwd.rmdir()
+    ws = await runner.client.connect_tty()
+    closed = await drain_until_closed(ws)
+    assert closed.rcvd.code == CLOSE_START_FAILED
+    assert closed.rcvd.reason == (
+        "the harness exited and could not start again: No such file or directory"
+    )

@@ -85,12 +85,33 @@ def _turn_error(frame: dict[str, Any]) -> str | None:
     return f"error: {detail or error.get('name') or 'the turn failed'}"
 
 
+def _retry_notice(frame: dict[str, Any]) -> str | None:
+    """The notice for a harness's ``session.status`` ``retry`` event (a model request failed
+    and is tried again), so a turn that waits for the model does not look hung."""
+    event = frame.get("event") if frame.get("type") == "harness_event" else None
+    if not isinstance(event, dict) or event.get("type") != "session.status":
+        return None
+    status = (event.get("properties") or {}).get("status")
+    if not isinstance(status, dict) or status.get("type") != "retry":
+        return None
+    attempt, most = status.get("attempt"), status.get("maxAttempts")
+    count = f"attempt {attempt} of {most}" if most else f"attempt {attempt}"
+    return f"[model request failed, retrying ({count}): {status.get('message') or 'no reason'}]"
+
+
 def run_turn(env: Environment, client: Client, session_id: str, text: str) -> None:
     """Send one message and print the reply as it arrives."""
     extractor = TextExtractor()
     ended_with_newline = True
     problem = None
     for frame in client.message_stream(session_id, text):
+        if notice := _retry_notice(frame):
+            if not ended_with_newline:
+                env.stdout.write("\n")
+                ended_with_newline = True
+            env.stdout.flush()
+            print(notice, file=env.stderr)
+            continue
         chunk = extractor.feed(frame)
         if chunk:
             env.stdout.write(chunk)

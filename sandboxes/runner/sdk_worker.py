@@ -10,7 +10,8 @@ the previous turn's SDK session by id, so the conversation carries on from turn 
 
 The SDK's messages become opencode-shaped events (``message.updated``,
 ``message.part.updated`` when a part starts or settles, ``message.part.delta`` as its text
-grows, ``session.idle`` at the end) and one assistant message
+grows, ``session.status`` ``retry`` while the CLI retries a failed model request,
+``session.idle`` at the end) and one assistant message
 ``{"info", "parts"}`` with ``text``, ``reasoning`` and ``tool`` parts, the same shapes the
 opencode harness produces. Settings come from the harness env: ``LITELLM_DEFAULT_MODEL``
 (the model), ``AGENT_PROMPT`` (appended to Claude Code's system prompt); the CLI reaches the
@@ -182,6 +183,27 @@ class TurnMessage:
                 part["state"] = {**state, "status": "completed", "output": output, "time": end}
             self._updated(part)
 
+    def on_retry(self, data: dict[str, Any]) -> None:
+        """The CLI's ``api_retry``: a model request failed and is tried again. The same event
+        opencode sends, so clients can tell a turn that waits for the model from one that
+        hangs."""
+        status = data.get("error_status")
+        error = data.get("error") or "unknown error"
+        message = (
+            f"the model API answered {status} ({error})"
+            if status
+            else f"no answer from the model API ({error})"
+        )
+        retry = {
+            "type": "retry",
+            "attempt": data.get("attempt"),
+            "maxAttempts": data.get("max_retries"),
+            "message": message,
+            "next": _now_ms() + int(data.get("retry_delay_ms") or 0),
+        }
+        properties = {"sessionID": self.session_id, "status": retry}
+        self._emit({"type": "session.status", "properties": properties})
+
     def finish(self, result: ResultMessage | None, aborted: bool) -> dict[str, Any]:
         """Close the message: usage and cost from ``result``, ``info.error`` if it failed."""
         for part in self.parts.values():
@@ -280,6 +302,8 @@ class Worker:
         elif isinstance(sdk_message, SystemMessage) and sdk_message.subtype == "init":
             self.session_id = sdk_message.data.get("session_id") or self.session_id
             message.session_id = message.info["sessionID"] = self.session_id or ""
+        elif isinstance(sdk_message, SystemMessage) and sdk_message.subtype == "api_retry":
+            message.on_retry(sdk_message.data)
         elif isinstance(sdk_message, ResultMessage):
             self.session_id = sdk_message.session_id or self.session_id
             return sdk_message

@@ -104,8 +104,12 @@
       const event = frame.event || {};
       const props = event.properties || {};
       if (event.type === "message.updated" && props.info) turn.roles.set(props.info.id, props.info.role);
+      if (event.type === "session.status" && props.status && props.status.type === "retry") {
+        showRetry(turn, props.status);
+      }
       if (event.type === "message.part.updated" && props.part) {
         if (turn.roles.get(props.part.messageID) === "user") return; // our own message echoed
+        clearRetry(turn);
         turn.parts.set(props.part.id, { ...props.part });
         setPart(turn.reply, props.part, props.part.id);
       }
@@ -123,6 +127,25 @@
       turn.plain += text;
       setPart(turn.reply, { type: "text", text: turn.plain }, "plain");
     }
+  }
+
+  // The harness retries a failed model request (opencode's session.status "retry"; the Agent
+  // SDK harness sends the same): said in the reply until the model answers.
+  function showRetry(turn, status) {
+    const attempt = status.maxAttempts ? `${status.attempt} of ${status.maxAttempts}` : status.attempt;
+    const text = `model request failed, retrying (attempt ${attempt}): ${status.message || "no reason"}`;
+    if (!turn.retry) {
+      turn.retry = el("div", "part-retry", text);
+      turn.reply.body.append(turn.retry);
+    } else {
+      turn.retry.textContent = text;
+    }
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function clearRetry(turn) {
+    if (turn.retry) turn.retry.remove();
+    turn.retry = null;
   }
 
   async function readEvents(response, turn) {
@@ -165,7 +188,7 @@
   async function sendMessage(text) {
     const mine = messageItem("user");
     setPart(mine, { type: "text", text }, "text");
-    const turn = { reply: messageItem("assistant"), roles: new Map(), parts: new Map(), plain: "" };
+    const turn = { reply: messageItem("assistant"), roles: new Map(), parts: new Map(), plain: "", retry: null };
     turn.reply.item.classList.add("streaming");
     inFlight = new AbortController();
     sendButton.disabled = true;

@@ -2,7 +2,7 @@
 Completions APIs over real TLS on 127.0.0.1, recording every request (see ``gateway``)."""
 
 from .gateway import ANTHROPIC, CHAT, RESPONSES, FakeGateway, Request, offers_tools
-from .script import Text, Thinking, ToolCall, Turn
+from .script import Text, Thinking, ToolCall, Turn, failure
 
 __all__ = [
     "ANTHROPIC",
@@ -14,5 +14,6 @@ __all__ = [
     "Thinking",
     "ToolCall",
     "Turn",
+    "failure",
     "offers_tools",
 ]

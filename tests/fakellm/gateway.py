@@ -305,6 +305,11 @@ def _handler(gateway: FakeGateway) -> type[http.server.BaseHTTPRequestHandler]:
             if not request.api:
                 return self._json(200, anthropic.count_tokens(body))
             turn = gateway._take(request)
+            if turn.status is not None:
+                text = f"scripted failure {turn.status}"
+                if request.api == ANTHROPIC:
+                    return self._json(turn.status, anthropic.error("api_error", text))
+                return self._json(turn.status, openai.error(text, "server_error"))
             streaming = bool(body.get("stream"))
             if not streaming and turn.hold is not None:
                 turn.hold.wait(turn.hold_timeout)

@@ -44,13 +44,15 @@ class Turn:
 
     ``hold``: when streaming, the gateway sends the first text delta, then waits until the
     event is set (or ``hold_timeout`` passes) before the rest: a turn that is still running,
-    for abort tests. ``delay`` sleeps between streamed deltas.
+    for abort tests. ``delay`` sleeps between streamed deltas. ``status``: the request is
+    answered with this HTTP error instead (``failure``), e.g. a 503 that clients retry.
     """
 
     blocks: list[Block]
     hold: threading.Event | None = None
     hold_timeout: float = 120.0
     delay: float = 0.0
+    status: int | None = None
 
     @property
     def calls_tools(self) -> bool:
@@ -58,6 +60,11 @@ class Turn:
 
     def text(self) -> str:
         return "".join(block.text for block in self.blocks if isinstance(block, Text))
+
+
+def failure(status: int = 503) -> Turn:
+    """A model request answered with HTTP ``status`` and the API's error body."""
+    return Turn([], status=status)
 
 
 def as_turn(item: Turn | Block | str) -> Turn:

@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 
-from tests.fakellm import ANTHROPIC, FakeGateway, Text, Thinking, ToolCall, Turn
+from tests.fakellm import ANTHROPIC, FakeGateway, Text, Thinking, ToolCall, Turn, failure
 
 KEY = "sk-real-gateway-key"
 
@@ -94,6 +94,18 @@ def test_a_wrong_key_is_refused_in_each_apis_shape_and_recorded(gateway, client)
     assert responses.json()["error"]["code"] == "invalid_api_key"
     assert gateway.credentials() == {"lap_stub_LITELLM_API_KEY_0123"}
     assert client.get("/v1/unknown").status_code == 404
+
+
+def test_a_scripted_failure_answers_its_status_in_each_apis_shape(gateway, client):
+    gateway.script(failure(503), failure(529), "after")
+    main = {"model": "m", "messages": [], "tools": TOOLS}
+    first = client.post("/v1/messages", json=main, headers={"x-api-key": KEY})
+    assert first.status_code == 503 and first.json()["error"]["type"] == "api_error"
+    chat = {"model": "m", "messages": [], "tools": TOOLS}
+    second = client.post("/v1/chat/completions", json=chat, headers={"x-api-key": KEY})
+    assert second.status_code == 529 and second.json()["error"]["code"] == "server_error"
+    third = client.post("/v1/messages", json=main, headers={"x-api-key": KEY})
+    assert third.json()["content"][0]["text"] == "after"
 
 
 def test_responses_stream_carries_text_and_function_calls(gateway, client):

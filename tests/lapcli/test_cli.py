@@ -447,31 +447,14 @@ def test_chat_agent_opens_a_repl_that_streams_replies(api: FakeApi, make_env) ->
         [session("creating", "creating_sandbox", supports_tui=False), session(supports_tui=False)],
     )
     part = {"type": "text", "id": "p1"}
-    api.on(
-        "POST",
-        f"/sessions/{SESSION_ID}/message_stream",
-        lambda r: httpx.Response(
-            200,
-            headers={"content-type": "text/event-stream"},
-            content=sse(
-                {"type": "ready"},
-                {
-                    "type": "harness_event",
-                    "event": {
-                        "type": "message.part.updated",
-                        "properties": {"part": {**part, "text": "Hel"}},
-                    },
-                },
-                {
-                    "type": "harness_event",
-                    "event": {
-                        "type": "message.part.updated",
-                        "properties": {"part": {**part, "text": "Hello!"}},
-                    },
-                },
-                {"type": "done"},
-            ),
-        ),
+    stream_frames(
+        api,
+        [
+            {"type": "ready"},
+            event("message.part.updated", part={**part, "text": "Hel"}),
+            event("message.part.updated", part={**part, "text": "Hello!"}),
+            {"type": "done"},
+        ],
     )
     result = invoke(make_env(), "helper", input="hi there\n")
     assert result.exit_code == 0, result.output
@@ -482,15 +465,26 @@ def test_chat_agent_opens_a_repl_that_streams_replies(api: FakeApi, make_env) ->
     assert f"lap attach {SESSION_ID}" in result.stderr
 
 
+def event(kind: str, **properties: Any) -> dict[str, Any]:
+    """A ``harness_event`` frame of the platform's message stream."""
+    return {"type": "harness_event", "event": {"type": kind, "properties": properties}}
+
+
+def stream_frames(api: FakeApi, frames: list[dict[str, Any]]) -> None:
+    api.on(
+        "POST",
+        f"/sessions/{SESSION_ID}/message_stream",
+        lambda r: httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, content=sse(*frames)
+        ),
+    )
+
+
 def test_chat_streams_text_not_reasoning_and_reports_an_abort(api: FakeApi, make_env) -> None:
     """The platform's frames: parts start empty, grow by deltas, settle whole; done carries
     the message (an aborted turn has ``info.error``)."""
     api.on("GET", "/agents", paged([agent("helper", 500, tui=False)]))
     bring_up(api, [session(supports_tui=False)])
-
-    def event(kind: str, **properties: Any) -> dict[str, Any]:
-        return {"type": "harness_event", "event": {"type": kind, "properties": properties}}
-
     text = {"id": "t1", "type": "text", "text": ""}
     thought = {"id": "r1", "type": "reasoning", "text": ""}
     frames = [
@@ -509,19 +503,38 @@ def test_chat_streams_text_not_reasoning_and_reports_an_abort(api: FakeApi, make
             },
         },
     ]
-    api.on(
-        "POST",
-        f"/sessions/{SESSION_ID}/message_stream",
-        lambda r: httpx.Response(
-            200, headers={"content-type": "text/event-stream"}, content=sse(*frames)
-        ),
-    )
+    stream_frames(api, frames)
     result = invoke(make_env(), "helper", input="hi\n")
     assert result.exit_code == 0, result.output
     assert "Hello there\n" in result.stdout
     assert "pondering" not in result.stdout
     assert "HelloHello" not in result.stdout
     assert "[aborted]" in result.stderr
+
+
+def test_chat_says_when_the_harness_retries_the_model(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("helper", 500, tui=False)]))
+    bring_up(api, [session(supports_tui=False)])
+    retry = {"type": "retry", "attempt": 2, "message": "Cannot connect to API", "next": 0}
+    text = {"id": "t1", "type": "text", "text": "Back."}
+    frames = [
+        {"type": "ready"},
+        event("session.status", status={"type": "busy"}),
+        event("session.status", status=retry),
+        event("session.status", status={**retry, "attempt": 3, "maxAttempts": 10}),
+        event("message.part.updated", part=text),
+        {"type": "done", "message": {"info": {}, "parts": [text]}},
+    ]
+    stream_frames(api, frames)
+    result = invoke(make_env(), "helper", input="hi\n")
+    assert result.exit_code == 0, result.output
+    assert "Back.\n" in result.stdout
+    assert "retrying" not in result.stdout
+    notices = [line for line in result.stderr.splitlines() if "retrying" in line]
+    assert notices == [
+        "[model request failed, retrying (attempt 2): Cannot connect to API]",
+        "[model request failed, retrying (attempt 3 of 10): Cannot connect to API]",
+    ]
 
 
 # -- exec ---------------------------------------------------------------------------------------

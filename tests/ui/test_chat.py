@@ -180,3 +180,53 @@ def test_a_message_waits_for_the_history(browser, live_server, chat_session):
         ]
         expect(log.nth(1)).to_contain_text("Hi! What shall we build?")
         assert sent == [f"{api}/message_stream"]
+
+
+def retry_event(attempt: int, **extra) -> dict:
+    status = {"type": "retry", "attempt": attempt, "message": "Cannot connect to API", **extra}
+    return {
+        "type": "harness_event",
+        "event": {"type": "session.status", "properties": {"status": status}},
+    }
+
+
+def test_a_retried_model_request_is_shown_until_the_model_answers(
+    browser, live_server, chat_session
+):
+    replies = iter(
+        [
+            sse(
+                {"type": "ready"}, retry_event(1), retry_event(2, maxAttempts=10), {"type": "done"}
+            ),
+            sse(
+                {"type": "ready"},
+                retry_event(1),
+                part_event({"id": "t9", "messageID": "a9", "type": "text", "text": "Back."}),
+                {"type": "done"},
+            ),
+        ]
+    )
+
+    def answer(route: Route) -> None:
+        if route.request.method == "GET":
+            route.fulfill(json=[])
+        else:
+            route.fulfill(body=next(replies), content_type="text/event-stream")
+
+    with chat_page(browser, live_server, chat_session, answer) as page:
+        log = page.locator("#chat-log")
+        expect(page.locator("#chat-send")).to_be_enabled()  # the (empty) history is in
+        page.fill("#chat-input", "anyone there?")
+        page.keyboard.press("Enter")
+        waiting = log.locator(".msg-assistant").nth(0)
+        expect(waiting).not_to_have_class("streaming")
+        expect(waiting.locator(".part-retry")).to_have_text(
+            "model request failed, retrying (attempt 2 of 10): Cannot connect to API"
+        )
+        expect(page.locator("#chat-send")).to_be_enabled()
+        page.fill("#chat-input", "and now?")
+        page.keyboard.press("Enter")
+        answered = log.locator(".msg-assistant").nth(1)
+        expect(answered).to_contain_text("Back.")
+        expect(answered).not_to_have_class("streaming")
+        assert answered.locator(".part-retry").count() == 0

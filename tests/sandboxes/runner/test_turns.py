@@ -21,7 +21,7 @@ import pytest
 
 from sandboxes.runner.sdk import SdkHarness
 from sandboxes.runner_client import RunnerError
-from tests.fakellm import FakeGateway, Text, Thinking, ToolCall, Turn
+from tests.fakellm import FakeGateway, Text, Thinking, ToolCall, Turn, failure
 from tests.harness_tools import require_cli
 from tests.live import free_port
 
@@ -206,6 +206,28 @@ async def test_sdk_thinking_becomes_a_reasoning_part(sdk_runner, gateway):
     assert "".join(streamed) == "Weighing the options."
 
 
+def retries(events: list[dict]) -> list[dict]:
+    """The ``retry`` statuses of a turn's events: the harness waits for a failed model call."""
+    return [
+        event["properties"]["status"]
+        for event in events
+        if event["type"] == "session.status" and event["properties"]["status"]["type"] == "retry"
+    ]
+
+
+async def test_sdk_reports_a_retried_model_request(sdk_runner, gateway):
+    gateway.script(failure(503), "Answered on the second try.")
+    events, final = await run_turn(sdk_runner.client, "Hello?")
+    assert final["type"] == "done", final
+    assert [p["text"] for p in final["message"]["parts"] if p["type"] == "text"] == [
+        "Answered on the second try."
+    ]
+    [retry] = retries(events)
+    assert retry["attempt"] == 1 and retry["maxAttempts"] >= 1
+    assert retry["message"] == "the model API answered 503 (server_error)"
+    assert retry["next"] >= final["message"]["info"]["time"]["created"]
+
+
 async def test_sdk_abort_ends_the_turn_and_the_next_turn_works(sdk_runner, gateway):
     hold = threading.Event()
     gateway.script(Turn([Text("The beginning of a long story that goes on")], hold=hold))
@@ -379,6 +401,15 @@ async def test_opencode_turns_with_a_tool(runner, gateway, workdir):
     assert (work / "oc.txt").read_text() == "oc-tool\n"
     assert "Hello there." in gateway.model_requests()[-1].text()
     assert gateway.credentials() == {KEY}
+
+
+async def test_opencode_reports_a_retried_model_request(runner, gateway, workdir):
+    start_opencode(runner, gateway, workdir)
+    gateway.script(failure(503), "Answered on the second try.")
+    events, final = await run_turn(runner.client, "Hello?")
+    assert final["type"] == "done", final
+    [retry] = retries(events)
+    assert retry["attempt"] == 1 and retry["message"]
 
 
 async def test_opencode_dying_mid_turn_ends_it_with_the_reason(runner, gateway, workdir):

@@ -119,7 +119,9 @@ class AgentUpdateSerializer(AgentCreateSerializer):
         assert self.agent is not None, "validating an update needs the stored agent"
         current = {field: getattr(self.agent, field) for field in services.UPDATABLE}
         current["env_vars"] = services.env_vars_merge(self.agent, attrs.get("env_vars"))
-        return {**current, **{k: v for k, v in attrs.items() if k != "env_vars"}}
+        current["allow_out"] = services.allow_out_after(self.agent, attrs)
+        given = {k: v for k, v in attrs.items() if k not in ("env_vars", "allow_out")}
+        return {**current, **given}
 
 
 class AgentListQuerySerializer(serializers.Serializer):

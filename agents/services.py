@@ -11,7 +11,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from agents.models import Agent
-from agents.validation import SECRET_MASK, agent_errors, first_error, label_errors
+from agents.validation import (
+    SECRET_MASK,
+    agent_errors,
+    first_error,
+    host_is_covered,
+    label_errors,
+    rule_is_valid,
+)
 from lapsite.errors import Conflict, LapError, NotFound
 from sandboxes.services import session_stop_all_for_agent
 from vault import crypto
@@ -162,6 +169,8 @@ def agent_create(
 def agent_update(agent: Agent, **changes: Any) -> Agent:
     """Apply a partial update and validate the result as a whole (``env_vars_merge``).
 
+    New ``env_var_hosts`` without ``allow_out`` widen it (``allow_out_after``); given both,
+    they must agree (400).
     A change of secrets, their hosts or the egress rules is pushed to the vault of every
     running sandbox of the agent (after commit), so rotation needs no restart.
     Raises ``AgentInvalid`` (400) for bad input and ``Conflict`` when the name is taken.
@@ -171,6 +180,7 @@ def agent_update(agent: Agent, **changes: Any) -> Agent:
         raise AgentInvalid(f"cannot update {', '.join(sorted(unknown))}")
     touched = set(changes)
     env_plain = env_vars_merge(agent, changes.pop("env_vars", None))
+    changes["allow_out"] = allow_out_after(agent, changes)
     for field, value in changes.items():
         setattr(agent, field, value)
     if not agent.branch:
@@ -181,6 +191,23 @@ def agent_update(agent: Agent, **changes: Any) -> Agent:
     if VAULT_FIELDS.intersection(touched):
         vault_push_for_agent(agent)
     return agent
+
+
+def allow_out_after(agent: Agent, changes: Mapping[str, Any]) -> list[str]:
+    """The agent's ``allow_out`` once ``changes`` (an update) apply: as given, if given;
+    otherwise widened to cover each host that new ``env_var_hosts`` bind and it does not, as
+    the reference platform's PATCH does. An empty ``allow_out`` allows every host already; a
+    malformed host is left for validation to report."""
+    if "allow_out" in changes:
+        return list(changes["allow_out"])
+    if not agent.allow_out or "env_var_hosts" not in changes:
+        return agent.allow_out
+    widened = list(agent.allow_out)
+    for hosts in changes["env_var_hosts"].values():
+        for host in hosts:
+            if rule_is_valid(host) and not host_is_covered(host, widened):
+                widened.append(host)
+    return widened
 
 
 def agent_delete(agent: Agent) -> None:

@@ -250,6 +250,26 @@ def test_a_mask_with_no_stored_secret_behind_it_is_refused(api_client, agent):
     assert decrypt_map(agent.env_vars) == {"GITHUB_TOKEN": SECRET}
 
 
+def test_patch_of_env_var_hosts_widens_allow_out_unless_allow_out_is_given(api_client, agent):
+    # As the reference platform's PATCH: binding a secret to a host lets the agent reach it.
+    bind = {"GITHUB_TOKEN": ["api.github.com", "uploads.example.com", "gist.github.com"]}
+    response = api_client.patch(f"{AGENTS}/{agent.id}", {"env_var_hosts": bind}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["allow_out"] == [*agent.allow_out, "uploads.example.com"]
+    # Given in the same PATCH, allow_out says what egress is wanted: a host outside it is refused.
+    both = {"env_var_hosts": {"GITHUB_TOKEN": ["evil.example"]}, "allow_out": ["*.github.com"]}
+    response = api_client.patch(f"{AGENTS}/{agent.id}", both, format="json")
+    assert response.status_code == 400
+    assert "not covered by allow_out" in response.json()["fields"]["env_var_hosts"][0]
+    response = api_client.patch(
+        f"{AGENTS}/{agent.id}", {"env_var_hosts": {"GITHUB_TOKEN": ["bad host"]}}, format="json"
+    )
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {"env_var_hosts"}
+    agent.refresh_from_db()
+    assert agent.allow_out == ["*.github.com", "api.github.com", "uploads.example.com"]
+
+
 def test_patch_validates_merged_state(api_client, agent):
     # The agent binds GITHUB_TOKEN to api.github.com; dropping the key breaks the binding.
     response = api_client.patch(f"{AGENTS}/{agent.id}", {"env_vars": {}}, format="json")

@@ -30,6 +30,16 @@ async def read_until(ws: ClientConnection, needle: bytes, timeout: float = 10.0)
     return output
 
 
+async def run_once(url: str, token: str | None, command: bytes, marker: bytes, **options) -> bytes:
+    """Attach, type ``command``, read until ``marker`` has appeared, detach; the output."""
+    ws = await attach(url, token, **options)
+    try:
+        await ws.send(command)
+        return await read_until(ws, marker)
+    finally:
+        await ws.close()
+
+
 async def first_frame(ws: ClientConnection, timeout: float = 10.0) -> bytes:
     async with asyncio.timeout(timeout):
         frame = await ws.recv()

@@ -10,7 +10,7 @@ import pyte
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.e2e.terminal import attach, first_frame, read_until, resize
+from tests.e2e.terminal import attach, first_frame, read_until, resize, run_once
 
 
 def render(data: bytes, cols: int = 100, rows: int = 30) -> list[str]:
@@ -22,13 +22,8 @@ def render(data: bytes, cols: int = 100, rows: int = 30) -> list[str]:
 
 async def test_echo_round_trips(live_platform, shell_agent):
     session = live_platform.ready_session(shell_agent)
-    ws = await attach(live_platform.tty_url(session), session["tty_token"])
-    try:
-        await ws.send(b"echo hi-$((40+2))\n")
-        output = await read_until(ws, b"hi-42")
-    finally:
-        await ws.close()
-    assert b"hi-42" in output
+    url, token = live_platform.tty_url(session), session["tty_token"]
+    assert b"hi-42" in await run_once(url, token, b"echo hi-$((40+2))\n", b"hi-42")
 
 
 async def test_resize_changes_stty_size(live_platform, shell_agent):
@@ -134,17 +129,14 @@ async def test_cookie_sessions_need_an_allowed_origin(live_platform, shell_agent
 async def test_logged_in_browser_attaches_from_the_platform_origin(live_platform, shell_agent):
     session = live_platform.ready_session(shell_agent)
     cookie = live_platform.browser_cookie()
-    ws = await attach(
+    output = await run_once(
         live_platform.tty_url(session),
         None,
+        b"echo via-cookie-$((3*3))\n",
+        b"via-cookie-9",
         origin=live_platform.url,
         additional_headers={"Cookie": cookie},
     )
-    try:
-        await ws.send(b"echo via-cookie-$((3*3))\n")
-        output = await read_until(ws, b"via-cookie-9")
-    finally:
-        await ws.close()
     assert b"via-cookie-9" in output
     code, _, frames = await _close_code(
         live_platform.tty_url(session),
@@ -176,12 +168,7 @@ async def test_harness_exit_is_reported_and_a_new_attach_starts_it_again(
     assert {"type": "exit", "code": 7} in [json.loads(f) for f in frames if isinstance(f, str)]
     assert ws.close_code == 1000
 
-    again = await attach(url, token)
-    try:
-        await again.send(b"cat /work/note; echo done-$((1+1))\n")
-        output = await read_until(again, b"done-2")
-    finally:
-        await again.close()
+    output = await run_once(url, token, b"cat /work/note; echo done-$((1+1))\n", b"done-2")
     assert b"kept-16" in output
     assert live_platform.api("GET", f"/sessions/{session['id']}").json()["status"] == "ready"
 

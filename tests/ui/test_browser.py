@@ -216,6 +216,7 @@ def test_a_person_runs_a_shell_session_in_the_browser(browser, page, platform, p
     expect(state).to_have_text("exited with code 3 — press Enter to start it again")
     expect(page.locator("#terminal-again")).to_be_visible()
     assert not [row for row in terminal_rows(page) if '"type"' in row]
+    seen("session-exited")
     page.keyboard.press("Enter")
     expect(state).to_have_text("connected")
     expect(page.locator("#terminal-again")).to_be_hidden()

@@ -223,6 +223,7 @@ def test_a_retried_model_request_is_shown_until_the_model_answers(
         expect(waiting.locator(".part-retry")).to_have_text(
             "model request failed, retrying (attempt 2 of 10): Cannot connect to API"
         )
+        screenshot(page, "session-chat-retry")
         expect(page.locator("#chat-send")).to_be_enabled()
         page.fill("#chat-input", "and now?")
         page.keyboard.press("Enter")

@@ -23,6 +23,12 @@ class RuleListField(forms.CharField):
     def prepare_value(self, value: object) -> object:
         return "\n".join(value) if isinstance(value, list) else value
 
+    def has_changed(self, initial: object, data: object) -> bool:
+        # Compared as lists: Django's string comparison took a blank box for a change
+        # ("" against []), so a formset's blank extra row was validated and refused.
+        before = initial if isinstance(initial, list) else self.to_python(str(initial or ""))
+        return before != self.to_python(str(data or ""))
+
 
 def _harness_label(harness_id: str) -> str:
     harness = HARNESSES[harness_id]
@@ -98,9 +104,9 @@ class BaseSecretFormSet(forms.BaseFormSet):
     def clean(self) -> None:
         seen: set[str] = set()
         for form in self.forms:
-            if not form.cleaned_data or self._should_delete_form(form):
-                continue
-            name = form.cleaned_data["name"]
+            name = form.cleaned_data.get("name")
+            if not name or self._should_delete_form(form):
+                continue  # a blank row, or one whose name already has its error
             if name in seen:
                 form.add_error("name", f"{name} appears twice")
             seen.add(name)

@@ -153,6 +153,34 @@ def test_invalid_agent_shows_the_message_on_its_field(client, overrides, field, 
     assert NEW_SECRET not in html  # a typed value is never echoed back
 
 
+def test_blank_secret_rows_are_ignored_and_a_row_without_a_name_is_refused(client, agent):
+    blank = {"secrets-0-name": "", "secrets-0-value": "", "secrets-0-hosts": ""}
+    response = client.post(reverse("webui:agent-create"), agent_post(**blank))
+    assert response.status_code == 302
+    assert Agent.objects.get(name="from-the-form").env_vars == {}
+    # The edit page always adds a blank row below the stored secrets: saving it unchanged.
+    url = reverse("webui:agent-edit", args=[agent.id])
+    unchanged = agent_post(
+        name=agent.name,
+        allow_out="*.github.com\napi.github.com",
+        **{
+            "secrets-TOTAL_FORMS": "2",
+            "secrets-INITIAL_FORMS": "1",
+            "secrets-0-value": "",
+            **{key.replace("-0-", "-1-"): value for key, value in blank.items()},
+        },
+    )
+    assert client.post(url, unchanged).status_code == 302
+    agent.refresh_from_db()
+    assert crypto.decrypt_map(agent.env_vars) == {"GITHUB_TOKEN": SECRET}
+    nameless = agent_post(name="no-name-row", **{"secrets-0-name": ""})
+    response = client.post(reverse("webui:agent-create"), nameless)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<div class="field-errors" role="alert">This field is required.</div>' in html
+    assert not Agent.objects.filter(name="no-name-row").exists()
+
+
 def test_taken_name_is_reported_on_the_name_field(client, agent):
     response = client.post(reverse("webui:agent-create"), agent_post(name=agent.name))
     html = response.content.decode()

@@ -41,7 +41,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -134,6 +134,23 @@ def _abort_upstream(flow: http.HTTPFlow) -> None:
         log.error("streamed request with a refused stub: upstream connection not found")
         return
     io.writer.transport.abort()
+
+
+def _refusal(secrets: Iterable[Secret], host: str, *, tls: bool) -> tuple[str, list[str]] | None:
+    """Why stubs of ``secrets`` may not go to ``host`` on this flow, and whose; None if they may.
+
+    The host comes first: a stub headed for a host it is not bound to is the tripwire
+    (``credential_not_allowed_for_host``: a security event, and the end of a session that asks
+    for it), whatever the scheme. Stubs for their own host over plain HTTP are
+    ``credential_requires_tls``: their values would cross the network in the clear.
+    """
+    ordered = sorted(secrets, key=lambda secret: secret.name)
+    elsewhere = [secret.name for secret in ordered if not secret.allowed_for(host)]
+    if elsewhere:
+        return "credential_not_allowed_for_host", elsewhere
+    if ordered and not tls:
+        return "credential_requires_tls", [secret.name for secret in ordered]
+    return None
 
 
 def _authority_matches(authority: str, host: str, port: int, default_port: int) -> bool:
@@ -376,13 +393,11 @@ class VaultAddon:
         if scan.unknown:
             self._block(flow, state, 403, "unknown_stub")
             return False
-        for secret in sorted(scan.secrets, key=lambda s: s.name):
-            if not tls:
-                self._block(flow, state, 403, "credential_requires_tls", secret.name)
-                return False
-            if not secret.allowed_for(state.host):
-                self._block(flow, state, 403, "credential_not_allowed_for_host", secret.name)
-                return False
+        refusal = _refusal(scan.secrets, state.host, tls=tls)
+        if refusal is not None:
+            reason, names = refusal
+            self._block(flow, state, 403, reason, names[0])
+            return False
         state.credentials.update(s.name for s in scan.secrets)
         return True
 
@@ -418,15 +433,17 @@ class VaultAddon:
         request.stream = stream
 
     def _stream_swap(self, flow: http.HTTPFlow, state: _FlowState, secret: Secret) -> bytes:
-        if state.host in state.refused or not secret.allowed_for(state.host):
+        refusal = _refusal((secret,), state.host, tls=flow.request.scheme == "https")
+        if refusal is None:
+            state.credentials.add(secret.name)
+            return secret.value
+        if not state.blocked:
             # The headers are upstream already, so no 403 can be sent: cut the upstream
             # connection before the stub leaves, so the request never completes there.
             state.refused.add(secret.name)
-            state.blocked = "credential_not_allowed_for_host"
+            state.blocked = refusal[0]
             _abort_upstream(flow)
-            return b""
-        state.credentials.add(secret.name)
-        return secret.value
+        return b""
 
     def request(self, flow: http.HTTPFlow) -> None:
         state: _FlowState | None = flow.metadata.get("lap")
@@ -579,11 +596,13 @@ class VaultAddon:
             return
         scan = Scan()
         scan.add(policy, content)
-        refused = sorted(s.name for s in scan.secrets if not s.allowed_for(state.host))
-        if scan.unknown or refused:
+        refusal = _refusal(scan.secrets, state.host, tls=flow.request.scheme == "https")
+        if scan.unknown:
+            refusal = ("unknown_stub", [])
+        if refusal is not None:
             log.info("WebSocket message with a refused stub: connection closed")
             message.drop()
-            reason = "unknown_stub" if scan.unknown else "credential_not_allowed_for_host"
+            reason, refused = refusal
             self._record_blocked(flow, state.host, state.path, reason, None, refused)
             _close_client(flow)
             return

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
 import json
 import socket
+import socketserver
 import ssl
 import threading
 import urllib.parse
@@ -19,6 +21,7 @@ import trustme
 from backports import zstd
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
+from websockets.sync.server import serve as ws_serve
 
 from tests.vault.sidecar_fixtures import (  # noqa: F401 (fixtures)
     VaultEnv,
@@ -312,9 +315,81 @@ def test_plain_http_never_carries_a_secret(vault_env: VaultEnv):
             f"http://localhost:{vault_env.upstream.port}/x",
             headers={"Authorization": vault_env.stub("GH")},
         )
+        # A stub for another host is the tripwire, whatever the scheme.
+        elsewhere = client.get(
+            f"http://localhost:{vault_env.upstream.port}/y",
+            headers={"Authorization": vault_env.stub("OTHER")},
+        )
     assert response.status_code == 403
     assert response.json()["reason"] == "credential_requires_tls"
+    assert elsewhere.status_code == 403
+    assert elsewhere.json()["reason"] == "credential_not_allowed_for_host"
     assert vault_env.upstream.received == []
+
+
+class _Sink(socketserver.BaseRequestHandler):
+    """Keeps every byte a connection sends (until it ends, or 2 s of quiet), then answers 200."""
+
+    def handle(self) -> None:
+        self.request.settimeout(2)
+        try:
+            while data := self.request.recv(65536):
+                self.server.received += data  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_streamed_plain_http_body_never_carries_a_secret(vault_env: VaultEnv):
+    """A body large enough to stream, over plain HTTP to the stub's own host: cut before it."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Sink)
+    server.received = b""  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    vault_env.egress = {"allow_out": ["localhost"], "deny_out": []}
+    vault_env.push()
+    stub = vault_env.stub("GH")
+    try:
+        with vault_env.sidecar.client() as client:
+            response = client.post(
+                f"http://localhost:{server.server_address[1]}/upload",
+                content=iter([b"x" * 70000, f"token={stub}".encode()]),
+                timeout=10,
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 502
+    assert vault_env.value("GH").encode() not in server.received  # type: ignore[attr-defined]
+    record = vault_env.sidecar.records()[-1]
+    assert (record["decision"], record["reason"]) == ("blocked", "credential_requires_tls")
+    assert record["credentials"] == ["GH"]
+
+
+def test_plain_websocket_message_never_carries_a_secret(vault_env: VaultEnv):
+    received: list[str | bytes] = []
+
+    def echo(ws) -> None:
+        for message in ws:
+            received.append(message)
+            ws.send(message)
+
+    vault_env.egress = {"allow_out": ["localhost"], "deny_out": []}
+    vault_env.push()
+    with ws_serve(echo, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        uri = f"ws://localhost:{server.socket.getsockname()[1]}/ws"
+        with ws_connect(uri, proxy=vault_env.sidecar.proxy_url) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=10) == "hello"
+            ws.send(f"token={vault_env.stub('GH')}")
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+        server.shutdown()
+    assert received == ["hello"]
+    record = vault_env.sidecar.records()[-1]
+    assert (record["decision"], record["reason"]) == ("blocked", "credential_requires_tls")
+    assert record["credentials"] == ["GH"]
 
 
 class _PortEcho(http.server.BaseHTTPRequestHandler):

@@ -186,11 +186,18 @@ def opencode(context: HarnessContext) -> HarnessSetup:
     """opencode: ``~/.config/opencode/opencode.json`` with the gateway as provider ``litellm``
     (its bundled ``@ai-sdk/anthropic`` at ``<gateway>/v1``, the key read from the env: the
     stub), the model, tools allowed, no update checks or model-list fetches; the agent prompt
-    is ``~/.config/opencode/AGENTS.md``."""
+    is ``~/.config/opencode/AGENTS.md``. Without a gateway, a ``provider/model`` model is
+    opencode's own provider (its key an agent secret).
+
+    opencode's hosted models (provider ``opencode``) are always disabled: with no other
+    provider set up, opencode silently took them, and the sandbox's prompts and code went to
+    opencode.ai; now such a turn fails with opencode's error instead.
+    """
     env = {"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1"}
     config: dict[str, object] = {
         "autoupdate": False,
         "share": "disabled",
+        "disabled_providers": ["opencode"],
         "permission": {"edit": "allow", "bash": "allow", "webfetch": "allow"},
     }
     if context.llm_base:
@@ -205,6 +212,8 @@ def opencode(context: HarnessContext) -> HarnessSetup:
             provider["models"] = {context.model: {"name": context.model}}
             config["model"] = f"litellm/{context.model}"
         config["provider"] = {"litellm": provider}
+    elif "/" in context.model:
+        config["model"] = context.model
     files = [_file(".config/opencode/opencode.json", json.dumps(config, indent=2))]
     if context.prompt:
         files.append(_file(".config/opencode/AGENTS.md", context.prompt, 0o644))

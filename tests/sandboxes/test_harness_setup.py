@@ -235,3 +235,17 @@ def test_api_harness_hooks_point_their_clis_at_the_gateway():
     assert config["model"] == "litellm/claude-x" and "claude-x" in provider["models"]
     assert files["/work/.config/opencode/AGENTS.md"] == "P"
     assert "lap_stub_x" not in json.dumps(config)  # read from the env at run time
+    assert config["disabled_providers"] == ["opencode"]
+
+
+def test_opencode_without_a_gateway_never_falls_back_to_its_hosted_models():
+    def config_for(model: str) -> dict:
+        context = HarnessContext(harness_get("opencode"), model, "", "/work", SANDBOX_ENV)
+        (config_file,) = opencode(context).files
+        return json.loads(config_file.content)
+
+    own = config_for("anthropic/claude-sonnet-4-5")  # the agent's own provider and key
+    assert own["model"] == "anthropic/claude-sonnet-4-5" and "provider" not in own
+    bare = config_for("claude-sonnet-4-5")
+    assert "model" not in bare and "provider" not in bare
+    assert own["disabled_providers"] == bare["disabled_providers"] == ["opencode"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers
 from rest_framework.negotiation import DefaultContentNegotiation
 
@@ -30,6 +31,19 @@ class FormatParameterNegotiation(DefaultContentNegotiation):
     def select_renderer(self, request, renderers, format_suffix=None):
         chosen = format_suffix or request.query_params.get("format")
         return super().select_renderer(request, renderers, chosen)
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI document, ``?format=`` honoured, saved as ``lap-openapi.yaml`` (or ``.json``).
+
+    drf-spectacular names the file after the API's title, whose em dash made Django encode the
+    whole ``Content-Disposition`` header (RFC 2047), so browsers saved it under a garbled name.
+    """
+
+    content_negotiation_class = FormatParameterNegotiation
+
+    def _get_filename(self, request, version) -> str:
+        return f"lap-openapi.{self.perform_content_negotiation(request, force=True)[0].format}"
 
 
 _DESCRIPTIONS = {

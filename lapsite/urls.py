@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from lapsite import health
-from lapsite.schema import FormatParameterNegotiation
+from lapsite.schema import SchemaView
 
 API = "api/v1/managed_agents/"
 
@@ -18,7 +18,7 @@ urlpatterns = [
     path("metrics", health.metrics_view, name="metrics"),
     path(
         "api/schema/",
-        SpectacularAPIView.as_view(content_negotiation_class=FormatParameterNegotiation),
+        SchemaView.as_view(),
         name="schema",
     ),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

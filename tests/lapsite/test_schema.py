@@ -68,3 +68,5 @@ def test_the_schema_is_yaml_by_default_and_json_when_asked(anon_client, query, m
     assert reply["Content-Type"].split(";")[0] == media_type
     schema = json.loads(reply.content) if query else yaml.safe_load(reply.content)
     assert schema["info"]["title"] == "LAP — agent platform API"
+    suffix = "json" if query else "yaml"
+    assert reply["Content-Disposition"] == f'inline; filename="lap-openapi.{suffix}"'

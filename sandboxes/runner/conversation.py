@@ -30,6 +30,8 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 Line = dict[str, Any]
+# ``info.error`` of a turn ended by ``abort()``, as opencode writes it.
+ABORTED = {"name": "MessageAbortedError", "data": {"message": "the turn was aborted"}}
 SUBSCRIBER_QUEUE = 10_000  # lines an /events client may fall behind before it is dropped
 
 

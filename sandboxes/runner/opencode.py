@@ -19,7 +19,7 @@ from typing import Any
 
 from . import loopback
 from .child import Child
-from .conversation import HarnessError, Line
+from .conversation import ABORTED, HarnessError, Line
 
 STARTUP_TIMEOUT = 120.0  # seconds opencode gets to start listening
 # An early request can hang while opencode is still starting (not just be refused): retry it.
@@ -46,6 +46,7 @@ class OpencodeHarness:
         self.port = port
         self.session_id: str | None = None
         self._setup = asyncio.Lock()
+        self._aborted = False
 
     @classmethod
     async def spawn(cls, argv: list[str], env: dict[str, str], cwd: str) -> OpencodeHarness:
@@ -97,6 +98,7 @@ class OpencodeHarness:
             return self.session_id
 
     async def turn(self, parts: list[dict[str, Any]], emit: Callable[[Line], None]) -> Line:
+        self._aborted = False
         session_id = await self._session()
         connected = asyncio.Event()
         idle = asyncio.Event()
@@ -125,7 +127,12 @@ class OpencodeHarness:
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError, loopback.LoopbackError):
                 await relay
-        return merge_reply(reply, messages)
+        merged = merge_reply(reply, messages)
+        if self._aborted and not merged["info"].get("error"):
+            # opencode leaves no error on a turn aborted before the model answered (while it
+            # waited to retry a failed request): it would read as an empty reply.
+            merged["info"] = {**merged["info"], "error": ABORTED}
+        return merged
 
     async def _relay(
         self,
@@ -153,6 +160,7 @@ class OpencodeHarness:
                 idle.set()
 
     async def abort(self) -> None:
+        self._aborted = True
         if self.session_id is None:
             return
         with contextlib.suppress(OSError, loopback.LoopbackError):

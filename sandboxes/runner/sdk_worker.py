@@ -52,10 +52,11 @@ except ImportError as exc:  # the runner reports this as why the harness did not
         "`make harnesses`"
     )
 
+from .conversation import ABORTED
+
 Event = dict[str, Any]
 ABORT_GRACE = 15.0  # seconds an interrupted turn gets to end before it is cut off
 LINE_LIMIT = 64 * 1024 * 1024
-ABORTED = {"name": "MessageAbortedError", "data": {"message": "the turn was aborted"}}
 
 
 def _now_ms() -> int:

@@ -87,7 +87,7 @@
         const info = stored.info || stored; // the log's entries are {info: {role, status}, parts}
         const message = messageItem(info.role || "assistant");
         (stored.parts || []).forEach((part, index) => setPart(message, part, part.id || index));
-        if (info.status === "failed") message.item.classList.add("failed");
+        if (info.status === "failed") showFailure(message, info);
       }
     } catch (error) {
       notice(`could not load the conversation: ${error.message || error}`, "error");
@@ -127,6 +127,20 @@
       turn.plain += text;
       setPart(turn.reply, { type: "text", text: turn.plain }, "plain");
     }
+  }
+
+  // A turn that ended with info.error (aborted, or the harness's error): said in its bubble, live
+  // and in the history, so it does not read as an empty reply.
+  function showFailure(message, info) {
+    const error = info && info.error;
+    if (!error && !(info && info.status === "failed")) return;
+    let text = "failed";
+    if (error && error.name === "MessageAbortedError") text = "aborted";
+    else if (typeof error === "string") text = error;
+    else if (error) text = (error.data && error.data.message) || error.name || text;
+    message.item.classList.add("failed");
+    message.body.append(el("div", "part-error", text));
+    log.scrollTop = log.scrollHeight;
   }
 
   // The harness retries a failed model request (opencode's session.status "retry"; the Agent
@@ -171,7 +185,10 @@
         } catch {
           frame = { type: "text", text: data };
         }
-        if (frame.type === "done") return;
+        if (frame.type === "done") {
+          showFailure(turn.reply, frame.message && frame.message.info);
+          return;
+        }
         onFrame(frame, turn);
       }
     }

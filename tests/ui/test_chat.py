@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -231,3 +232,35 @@ def test_a_retried_model_request_is_shown_until_the_model_answers(
         expect(answered).to_contain_text("Back.")
         expect(answered).not_to_have_class("streaming")
         assert answered.locator(".part-retry").count() == 0
+
+
+def test_a_turn_that_ended_in_an_error_says_why_live_and_in_the_history(
+    browser, live_server, chat_session
+):
+    aborted = {"name": "MessageAbortedError", "data": {"message": "the turn was aborted"}}
+    history = [
+        *HISTORY,
+        {
+            "info": {"id": "a2", "role": "assistant", "status": "failed", "error": aborted},
+            "parts": [],
+        },
+    ]
+    failed = {"name": "APIError", "data": {"message": "invalid x-api-key"}}
+    reply = sse(
+        {"type": "ready"}, {"type": "done", "message": {"info": {"error": failed}, "parts": []}}
+    )
+
+    def answer(route: Route) -> None:
+        if route.request.method == "GET":
+            route.fulfill(json=history)
+        else:
+            route.fulfill(body=reply, content_type="text/event-stream")
+
+    with chat_page(browser, live_server, chat_session, answer) as page:
+        log = page.locator("#chat-log")
+        expect(log.locator(".msg-assistant").nth(1).locator(".part-error")).to_have_text("aborted")
+        page.fill("#chat-input", "hello?")
+        page.keyboard.press("Enter")
+        live = log.locator(".msg-assistant").nth(2)
+        expect(live.locator(".part-error")).to_have_text("invalid x-api-key")
+        expect(live).to_have_class(re.compile(r"\bfailed\b"))

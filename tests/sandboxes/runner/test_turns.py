@@ -412,6 +412,21 @@ async def test_opencode_reports_a_retried_model_request(runner, gateway, workdir
     assert retry["attempt"] == 1 and retry["message"]
 
 
+async def test_opencode_turn_aborted_while_it_waits_to_retry_says_it_was_aborted(
+    runner, gateway, workdir
+):
+    start_opencode(runner, gateway, workdir)
+    gateway.script(failure(503), failure(503), failure(503), failure(503))
+    turn = runner.client.turn(text("Hello?"))
+    async for line in turn:
+        if line["type"] == "event" and retries([line["event"]]):
+            break
+    assert runner.client.abort() is True
+    final = [line async for line in turn][-1]
+    assert final["type"] == "done", final
+    assert final["message"]["info"]["error"]["name"] == "MessageAbortedError"
+
+
 async def test_opencode_dying_mid_turn_ends_it_with_the_reason(runner, gateway, workdir):
     _, pid = start_opencode(runner, gateway, workdir)
     hold = threading.Event()

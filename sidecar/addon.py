@@ -108,6 +108,13 @@ def _blocked(status: int, reason: str, credential: str | None = None) -> http.Re
     )
 
 
+def _unresolvable(host: str) -> http.Response:
+    """502 for a CONNECT to a name without an address: a failure, not a block, in words a
+    harness shows its user as they are (opencode prints the ``error`` of a failed call)."""
+    body = {"error": f"{host} does not resolve to an address", "reason": "name_not_resolved"}
+    return http.Response.make(502, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
 def proxy_authorization(secret: bytes) -> bytes:
     """The ``Proxy-Authorization`` value that carries ``secret``."""
     return b"Basic " + base64.b64encode(PROXY_AUTH_USER + b":" + secret)
@@ -284,7 +291,7 @@ class VaultAddon:
         try:
             addresses = await self._checked_addresses(policy, host, port)
         except Unresolvable:
-            flow.response = _blocked(502, "name_not_resolved")
+            flow.response = _unresolvable(host)
             self._record_blocked(flow, host, "", "name_not_resolved", 502)
             return
         except Refused as refused:

@@ -288,9 +288,10 @@ async def test_connect_to_a_name_without_an_address_says_so(answer):
     vault, _, flow = await _connect_through(resolver, "nowhere.example")
     assert flow.response is not None and flow.response.status_code == 502
     assert json.loads(flow.response.content) == {
-        "error": "vault_blocked",
+        "error": "nowhere.example does not resolve to an address",
         "reason": "name_not_resolved",
     }
+    assert "x-vault-blocked" not in flow.response.headers  # a failure, not a block
     (record,) = vault.records
     assert (record["host"], record["reason"], record["status"]) == (
         "nowhere.example",

@@ -6,6 +6,8 @@ Guarantees of :func:`attach`:
   exit path: normal return, exception, SIGTERM/SIGHUP/SIGINT, lost connection;
 * the terminal size is sent on connect and on every SIGWINCH as ``{"type":"resize",…}``;
 * a lone Ctrl-D byte (``b"\\x04"`` read on its own) detaches and leaves the session running;
+* when the attach ends, the modes a full-screen program switched on in the local terminal
+  (alternate screen, mouse reporting, hidden cursor, bracketed paste…) are switched off;
 * a ``{"type":"exit","code":N}`` frame from the server ends the attach with exit status ``N``;
 * a dropped connection is retried with exponential backoff for up to 30 s, fetching a fresh
   session (and ``tty_token``) before every try; after that :class:`ConnectionLost` is raised;
@@ -22,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import ssl
 import sys
@@ -62,6 +65,20 @@ HANDSHAKE_MESSAGES = {
     404: CLOSE_MESSAGES[CLOSE_NOT_FOUND],
 }
 
+# Modes a full-screen program may have switched on in the local terminal: when the attach ends
+# (a detach above all, with the program still running) they are switched off again, as tmux
+# does when it detaches. Each is harmless when it was not on.
+RESET_MODES = (
+    b"\x1b[0m"  # colours and attributes
+    b"\x1b[?25h"  # cursor shown
+    b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l"  # mouse reporting
+    b"\x1b[?1004l"  # focus events
+    b"\x1b[?2004l"  # bracketed paste
+    b"\x1b[?1l\x1b>"  # cursor keys and keypad back to normal
+)
+# Leaving the alternate screen also restores the saved cursor: sent only when it is on.
+ALTERNATE_SCREEN = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
+LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"
 DETACH_BYTE = b"\x04"
 PING_INTERVAL = 30.0
 RECONNECT_BUDGET = 30.0
@@ -118,8 +135,12 @@ def attach(client: Client, session_id: str) -> Outcome:
     """Attach stdin/stdout to the session's terminal until detach, exit or failure."""
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout.flush()
+    attachment = _Attachment(client, session_id, stdin_fd, stdout_fd)
     with RawMode(stdin_fd):
-        return asyncio.run(_Attachment(client, session_id, stdin_fd, stdout_fd).run())
+        try:
+            return asyncio.run(attachment.run())
+        finally:
+            attachment.restore_terminal()
 
 
 class _Attachment:
@@ -131,6 +152,7 @@ class _Attachment:
         self.lost_since: float | None = None
         self.backoff = FIRST_BACKOFF
         self.received_signal: int | None = None
+        self.alternate_screen = False
 
     async def run(self) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -276,7 +298,17 @@ class _Attachment:
             elif control.get("type") == "exit":
                 return Outcome("exited", int(control.get("code") or 0))
 
+    def restore_terminal(self) -> None:
+        """Switch off what the remote program switched on in the local terminal."""
+        if not os.isatty(self.stdout_fd):
+            return
+        leave = LEAVE_ALTERNATE_SCREEN if self.alternate_screen else b""
+        with contextlib.suppress(OSError):
+            os.write(self.stdout_fd, leave + RESET_MODES)
+
     def _write(self, data: bytes) -> None:
+        for switch in ALTERNATE_SCREEN.finditer(data):
+            self.alternate_screen = switch.group(1) == b"h"
         view = memoryview(data)
         while view:
             with _local_terminal("write to stdout"):

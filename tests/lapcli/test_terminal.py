@@ -15,7 +15,13 @@ import pytest
 
 from lapcli.client import Client
 from lapcli.status import ConnectionLost, LapError, SessionFailed
-from lapcli.tty import CLOSE_MESSAGES, CLOSE_UNAUTHORIZED, _Attachment
+from lapcli.tty import (
+    CLOSE_MESSAGES,
+    CLOSE_UNAUTHORIZED,
+    LEAVE_ALTERNATE_SCREEN,
+    RESET_MODES,
+    _Attachment,
+)
 
 from .conftest import LAP, FakePlatform
 from .ptyharness import (
@@ -60,6 +66,19 @@ def test_attach_echo_resize_detach_and_reattach(platform: FakePlatform, tmp_path
     again.child.sendline("exit 5")
     again.child.expect(f"session {session_id}: process exited with code 5")
     assert again.finish() == 5
+
+
+def test_detaching_from_a_full_screen_program_gives_the_terminal_back(
+    platform: FakePlatform, tmp_path: Path
+) -> None:
+    lap = Lap(platform, tmp_path, "shell")
+    lap.child.expect(PROMPT)
+    lap.child.sendline(r"printf '\033[?1049h\033[?1000h\033[?25l'; echo in-$((1+1))-screen")
+    lap.child.expect("in-2-screen")
+    lap.child.send("\x04")
+    lap.child.expect_exact((LEAVE_ALTERNATE_SCREEN + RESET_MODES).decode())  # then the line
+    lap.child.expect("detached — re-attach with")
+    assert lap.finish() == 0
 
 
 def test_exec_returns_the_exit_code_and_splits_streams(

@@ -11,7 +11,7 @@ from lapcli import chat, config
 from lapcli.client import Client, session_id_from
 from lapcli.context import Environment
 from lapcli.progress import wait_ready
-from lapcli.status import ExitStatus, LapError, SessionFailed, describe
+from lapcli.status import ApiError, ExitStatus, LapError, SessionFailed, describe
 
 pass_env = click.make_pass_decorator(Environment, ensure=True)
 
@@ -118,10 +118,15 @@ def login(env: Environment, url: str | None, key: str | None) -> None:
     client = env.make_client(url, key)
     try:
         count = len(client.list_agents())
+    except ApiError as error:
+        if error.http_status != 401:
+            raise
+        raise LapError(f"{url} refused this key: nothing was saved", ExitStatus.AUTH) from None
     finally:
         client.close()
     path = config.save(env.config_dir, config.Config(url=url, key=key))
-    click.echo(f"logged in to {url} ({count} agents); saved to {path}")
+    agents_seen = f"{count} agent{'' if count == 1 else 's'}"
+    click.echo(f"logged in to {url} ({agents_seen}); saved to {path}")
 
 
 @cli.command(epilog="Example:\n  lap logout")
@@ -162,13 +167,13 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 @cli.command(epilog="Example:\n  lap agents")
 @pass_env
 def agents(env: Environment) -> None:
-    """List every agent: name, harness, whether it has a terminal, id prefix."""
+    """List every agent: name, harness, whether it has a terminal, id."""
     rows = [
         [
             str(agent.get("name")),
             str(agent.get("harness_id") or ""),
             "tui" if agent.get("supports_tui") else "chat",
-            str(agent.get("id"))[:8],
+            str(agent.get("id")),
         ]
         for agent in sorted(env.client().list_agents(), key=lambda a: str(a.get("name")))
     ]

@@ -64,11 +64,11 @@ def wait_ready(
         while True:
             elapsed = time.monotonic() - started
             status = session.get("status") or "creating"
+            if status == "ready":
+                break  # said once, below
             reporter.show(
                 session.get("phase") or status, session.get("phase_detail") or "", elapsed
             )
-            if status == "ready":
-                break
             if status in ("failed", "dead"):
                 raise SessionFailed.ended(session)
             if elapsed > timeout:

@@ -31,9 +31,10 @@ TTY_MAX_MESSAGE = 16 * 1024 * 1024  # the attach snapshot can be a few hundred K
 class RunnerError(Exception):
     """The runner could not be reached or refused the request."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail  # the runner's own error message, when it answered one
 
 
 @functools.cache
@@ -248,6 +249,7 @@ class RunnerClient:
         return RunnerError(
             f"runner answered {reply.status_code} to {reply.request.url.path}: {message}",
             reply.status_code,
+            str(message),
         )
 
 

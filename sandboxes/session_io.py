@@ -32,8 +32,9 @@ def session_exec(session: Session, *, argv: list[str], timeout: float) -> Iterat
         raise Unavailable("the sandbox ended the command without a result") from None
     except RunnerError as error:
         client.close()
-        if error.status == 400:  # the runner could not start the program
-            raise LapError(f"cannot run {argv[0]!r} in the sandbox", code="exec_failed") from None
+        if error.status == 400:  # the runner could not start the program, and says why
+            reason = error.detail or f"cannot run {argv[0]!r}"
+            raise LapError(f"{reason} (in the sandbox)", code="exec_failed") from None
         raise Unavailable("the sandbox is unreachable") from error
     services.session_touch(session.id)
     return _stream(first, events, client)

@@ -54,6 +54,9 @@ def test_exec_rejects_bad_requests_with_clear_errors(live_platform, shell_agent)
     unknown = live_platform.api("POST", path, json={"argv": ["/no/such/program"]})
     assert unknown.status_code == 400
     assert unknown.json()["code"] == "exec_failed"
+    assert unknown.json()["error"] == (
+        "cannot run '/no/such/program': No such file or directory (in the sandbox)"
+    )
 
     live_platform.api("DELETE", f"/sessions/{session['id']}")
     stopped = live_platform.api("POST", path, json={"argv": ["true"]})

@@ -293,6 +293,7 @@ def test_vault_panel_lists_stubs_and_hosts_never_values(client, ready_session):
 def test_pool_targets_are_for_staff_only(client, user):
     html = client.get(reverse("webui:pool")).content.decode()
     assert 'data-harness="shell"' in html and "Save targets" not in html
+    assert "<input" not in html.split("<tbody>")[1]  # targets shown, not editable
     targets = dict.fromkeys(harness_ids(), "0")
     refused = client.post(reverse("webui:pool"), {**targets, "shell": "3"})
     assert refused.status_code == 403

@@ -10,7 +10,7 @@ from typing import Any
 
 from lapcli.client import Client
 from lapcli.context import Environment
-from lapcli.status import LapError
+from lapcli.status import ApiError, LapError
 
 PROMPT = "you> "
 
@@ -126,9 +126,33 @@ def run_turn(env: Environment, client: Client, session_id: str, text: str) -> No
         print(f"[{problem}]", file=env.stderr)
 
 
+def print_history(env: Environment, client: Client, session_id: str) -> None:
+    """The conversation so far, as the chat showed it, so re-attaching picks up where it was.
+    A platform without the conversation log (404) has nothing to show."""
+    try:
+        log = client.messages(session_id)
+    except ApiError as error:
+        if error.http_status != 404:
+            raise
+        return
+    for entry in log:
+        info = entry.get("info") or {}
+        parts = entry.get("parts") or []
+        text = "".join(str(p.get("text") or "") for p in parts if p.get("type") == "text")
+        if info.get("role") == "user":
+            env.stdout.write(f"{PROMPT}{text}\n")
+            continue
+        if text:
+            env.stdout.write(text if text.endswith("\n") else text + "\n")
+        if problem := _turn_error({"message": entry}):
+            print(f"[{problem}]", file=env.stderr)
+    env.stdout.flush()
+
+
 def repl(env: Environment, client: Client, session_id: str) -> None:
-    """Read lines until EOF; one turn per non-empty line."""
+    """Show the conversation so far, then read lines until EOF; one turn per non-empty line."""
     print(f"chat with session {session_id} — Ctrl-C aborts a reply, Ctrl-D ends", file=env.stderr)
+    print_history(env, client, session_id)
     while True:
         try:
             line = input(PROMPT)

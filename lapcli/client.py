@@ -99,6 +99,11 @@ class Client:
         response = self._request("DELETE", _session_path(session_id))
         return _json_or_empty(response)
 
+    def messages(self, session_id: str) -> list[Json]:
+        """The session's conversation log: ``{"info": {"role", "status", …}, "parts"}`` each."""
+        body = self._json("GET", _session_path(session_id, "messages"))
+        return body if isinstance(body, list) else list(body.get("data") or [])
+
     def abort(self, session_id: str) -> None:
         """Abort the in-flight chat turn of an API-harness session."""
         self._request("POST", _session_path(session_id, "abort"))

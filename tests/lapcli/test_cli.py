@@ -512,6 +512,26 @@ def test_chat_streams_text_not_reasoning_and_reports_an_abort(api: FakeApi, make
     assert "[aborted]" in result.stderr
 
 
+def test_chat_shows_the_conversation_so_far_before_the_prompt(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("helper", 500, tui=False)]))
+    bring_up(api, [session(supports_tui=False)])
+    aborted = {"name": "MessageAbortedError"}
+    api.on(
+        "GET",
+        f"/sessions/{SESSION_ID}/messages",
+        [
+            {"info": {"role": "user"}, "parts": [{"type": "text", "text": "What is 6*7?"}]},
+            {"info": {"role": "assistant"}, "parts": [{"type": "text", "text": "42."}]},
+            {"info": {"role": "user"}, "parts": [{"type": "text", "text": "Write a poem."}]},
+            {"info": {"role": "assistant", "error": aborted}, "parts": []},
+        ],
+    )
+    result = invoke(make_env(), "helper", input="")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("you> What is 6*7?\n42.\nyou> Write a poem.\n")
+    assert "[aborted]" in result.stderr
+
+
 def test_chat_says_when_the_harness_retries_the_model(api: FakeApi, make_env) -> None:
     api.on("GET", "/agents", paged([agent("helper", 500, tui=False)]))
     bring_up(api, [session(supports_tui=False)])

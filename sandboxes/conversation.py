@@ -76,10 +76,12 @@ class Turn:
 def require_api_harness(session: Session) -> None:
     """``Conflict`` (409, ``tui_session``) unless the session runs an API harness."""
     if session.supports_tui:
+        attach = f"lap attach {session.id}, or the WebSocket at the session's tty_url"
+        if session.status not in Session.LIVE:  # its terminal is gone too
+            attach = f"after POST /sessions/{session.id}/restart brings it back: {attach}"
         raise Conflict(
             f"session {session.id} runs the terminal harness {session.harness_id!r}, which "
-            f"takes no messages: attach to its terminal instead (lap attach {session.id}, "
-            "or the WebSocket at the session's tty_url)",
+            f"takes no messages: attach to its terminal instead ({attach})",
             code="tui_session",
         )
 

@@ -192,6 +192,10 @@ def test_terminal_sessions_answer_409_with_a_hint_to_attach(api_client, ready_se
         assert body["code"] == "tui_session"
         assert f"lap attach {ready_session.id}" in body["error"]
     assert api_client.get(url(ready_session, "messages")).json() == []
+    ready_session.status = Session.Status.DEAD
+    ready_session.save(update_fields=["status"])
+    ended = api_client.post(url(ready_session, "message"), {"text": "hi"}, format="json")
+    assert f"after POST /sessions/{ready_session.id}/restart" in ended.json()["error"]
 
 
 def test_a_session_that_is_not_ready_answers_409(api_client, api_agent, user):

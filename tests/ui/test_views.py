@@ -219,6 +219,8 @@ def test_unknown_agent_or_session_is_a_404(client):
     missing = "00000000-0000-0000-0000-000000000000"
     assert client.get(reverse("webui:session-detail", args=[missing])).status_code == 404
     assert client.get(reverse("webui:session-detail", args=["not-a-uuid"])).status_code == 404
+    page = client.get(reverse("webui:session-detail", args=[missing])).content.decode()
+    assert "<h1>Not found</h1>" in page and 'aria-label="Main"' in page  # the site's page
 
 
 def test_agent_list_searches_and_shows_session_counts(client, agent, ready_session, user):

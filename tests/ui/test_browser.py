@@ -101,7 +101,7 @@ def create_agent(page: Page, seen: Seen) -> None:
     page.fill("#id_secrets-0-hosts", "evil.test")  # not covered by the allowed egress
     page.click("text=Create agent")
     expect(page.locator(".secrets .field-errors")).to_contain_text(
-        "host evil.test is not covered by allow_out"
+        "host evil.test is not covered by “Allowed egress”"
     )
     expect(page.locator("#id_secrets-0-value")).to_have_value("")  # never echoed back
     page.locator(".secrets").scroll_into_view_if_needed()

@@ -131,7 +131,11 @@ def test_creating_an_agent_through_the_form_stores_the_secret_encrypted(client, 
         ({"branch": "-x"}, "branch", "not a valid branch name"),
         ({"harness_id": "nope"}, "harness_id", "Select a valid choice"),
         ({"allow_out": "not a host!"}, "allow_out", "not a host, *.wildcard, IP or CIDR"),
-        ({"secrets-0-hosts": "evil.test"}, "secrets", "host evil.test is not covered by allow_out"),
+        (
+            {"secrets-0-hosts": "evil.test"},
+            "secrets",
+            "host evil.test is not covered by “Allowed egress”",
+        ),
         ({"secrets-0-name": "LITELLM_API_KEY"}, "secrets", "reserved names"),
         ({"secrets-0-name": "9BAD"}, "secrets", "invalid names"),
         ({"secrets-0-value": ""}, "secrets-0-value", "a new secret needs a value"),
@@ -186,6 +190,8 @@ def test_taken_name_is_reported_on_the_name_field(client, agent):
     html = response.content.decode()
     start = html.index('name="name"')
     assert "already exists" in html[start : html.index("</div>", start)]
+    assert NEW_SECRET not in html
+    assert "Secret values are never sent back to the page: type them in again." in html
 
 
 def test_edit_form_masks_stored_secrets_and_keeps_them_unless_replaced(client, agent):

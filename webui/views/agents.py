@@ -73,6 +73,13 @@ def _save(request: HttpRequest, agent: Agent | None, changes: dict) -> Agent:
     return services.agent_update(agent, **changes)
 
 
+def _in_form_words(problem: str) -> str:
+    """A validation message about the secrets, naming fields by their labels on the form
+    ("Allowed egress") rather than as the API does (``allow_out``)."""
+    label = AgentForm.base_fields["allow_out"].label
+    return problem.replace("allow_out", f"“{label}”")
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def agent_form(request: HttpRequest, agent_id: str | None = None) -> HttpResponse:
@@ -86,7 +93,7 @@ def agent_form(request: HttpRequest, agent_id: str | None = None) -> HttpRespons
             changes = _changes(form, secrets)
             for field, problems in _problems(agent, changes).items():
                 if field in AgentForm.SECRET_KEYS:
-                    secret_errors.extend(problems)
+                    secret_errors.extend(_in_form_words(problem) for problem in problems)
                 else:
                     form.add_error(field, problems)
             if form.is_valid() and not secret_errors:
@@ -103,5 +110,17 @@ def agent_form(request: HttpRequest, agent_id: str | None = None) -> HttpRespons
         fields, rows = _initial(agent) if agent else ({}, [])
         form = AgentForm(initial=fields)
         secrets = SecretFormSet(initial=rows, prefix="secrets", stored=stored)
-    context = {"agent": agent, "form": form, "secrets": secrets, "secret_errors": secret_errors}
+    # A refused form comes back without the values typed into it (never rendered): say so.
+    retype = any(
+        value
+        for key, value in request.POST.items()
+        if key.startswith("secrets-") and key.endswith("-value")
+    )
+    context = {
+        "agent": agent,
+        "form": form,
+        "secrets": secrets,
+        "secret_errors": secret_errors,
+        "retype": retype,
+    }
     return render(request, "webui/agent_form.html", context)

@@ -137,8 +137,7 @@ def print_history(env: Environment, client: Client, session_id: str) -> None:
         return
     for entry in log:
         info = entry.get("info") or {}
-        parts = entry.get("parts") or []
-        text = "".join(str(p.get("text") or "") for p in parts if p.get("type") == "text")
+        text = TextExtractor().feed({"type": "done", "message": entry})  # its text parts
         if info.get("role") == "user":
             env.stdout.write(f"{PROMPT}{text}\n")
             continue

@@ -603,9 +603,11 @@ class VaultAddon:
             return
         scan = Scan()
         scan.add(policy, content)
-        refusal = _refusal(scan.secrets, state.host, tls=flow.request.scheme == "https")
-        if scan.unknown:
-            refusal = ("unknown_stub", [])
+        refusal = (
+            ("unknown_stub", [])
+            if scan.unknown
+            else _refusal(scan.secrets, state.host, tls=flow.request.scheme == "https")
+        )
         if refusal is not None:
             log.info("WebSocket message with a refused stub: connection closed")
             message.drop()

@@ -78,12 +78,12 @@ async def terminal_bridge(scope: dict, receive, send) -> None:
     if runner is None:
         await _wait_for_disconnect(receive)
         return
-    # The runner sends the screen at once: the pump starts before the activity write, which
-    # would otherwise sit between a new terminal and its first byte.
     pump = asyncio.create_task(_pump_runner_output(runner, send))
+    # Activity is written beside the terminal, never in its way: a database that hangs (a cut
+    # connection) must hold neither the first screen nor a keystroke.
+    activity = asyncio.create_task(touch(session_id))
+    last_touch = time.monotonic()
     try:
-        await touch(session_id)
-        last_touch = time.monotonic()
         while (message := await receive())["type"] == "websocket.receive":
             data = message.get("bytes")
             frame = data if data is not None else message.get("text", "")
@@ -93,8 +93,8 @@ async def terminal_bridge(scope: dict, receive, send) -> None:
                 break
             with contextlib.suppress(ConnectionClosed):  # the pump ends the client socket
                 await runner.send(frame)
-            if time.monotonic() - last_touch > TOUCH_INTERVAL:
-                await touch(session_id)
+            if activity.done() and time.monotonic() - last_touch > TOUCH_INTERVAL:
+                activity = asyncio.create_task(touch(session_id))
                 last_touch = time.monotonic()
     finally:
         pump.cancel()

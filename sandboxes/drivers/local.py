@@ -82,10 +82,13 @@ SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BWRAP_MISSING = (
     "bubblewrap (bwrap) is not installed: apt-get install bubblewrap; see README → Requirements"
 )
-# Start "$@" detached (after joining the cgroups given first) and print its pid.
+# Start "$@" detached (after joining the cgroups given first) and print its pid. The child
+# holds until stdin (a pipe whose write end the driver keeps) reaches EOF: the driver closes
+# it once this shell has exited, so bwrap's --die-with-parent binds the sandbox to a parent
+# that stays (init), never to this shell — which, scheduled late, would kill it.
 LAUNCH = (
     'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 1; shift; n=$((n - 1)); done; '
-    '"$@" >&2 & echo $!'
+    'exec 3<&0; { read _ || :; exec "$@" </dev/null; } <&3 3<&- >&2 & echo $!'
 )
 
 
@@ -548,21 +551,27 @@ def _spawn(
     pass_fds: tuple[int, ...],
 ) -> int:
     """Start ``argv`` detached from this process (reparented, never our zombie); its pid."""
-    with open(_private(log), "ab") as err:
-        done = subprocess.run(
-            [
-                *("/bin/sh", "-c", LAUNCH, "lap-launch", str(len(cgroup_procs)), *cgroup_procs),
-                *("env", "--default-signal", "--", *argv),
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            pass_fds=pass_fds,
-            start_new_session=True,
-            check=False,
-            timeout=10,
-        )
+    hold, release = os.pipe()
+    try:
+        with open(_private(log), "ab") as err:
+            done = subprocess.run(
+                [
+                    *("/bin/sh", "-c", LAUNCH, "lap-launch", str(len(cgroup_procs))),
+                    *cgroup_procs,
+                    *("env", "--default-signal", "--", *argv),
+                ],
+                env=env,
+                stdin=hold,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                pass_fds=pass_fds,
+                start_new_session=True,
+                check=False,
+                timeout=10,
+            )
+    finally:
+        os.close(hold)
+        os.close(release)
     if done.returncode != 0 or not done.stdout.strip().isdigit():
         raise DriverError(f"cannot start {argv[0]}: {_tail(log)}", retryable=True)
     return int(done.stdout)

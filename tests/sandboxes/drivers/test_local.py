@@ -567,6 +567,15 @@ def test_sandbox_outlives_the_process_that_created_it(driver, lap_home):
     assert driver.list() == []
 
 
+def test_sandbox_survives_a_launcher_that_exits_after_it_started(driver, make_sandbox, monkeypatch):
+    """The launching shell may be scheduled late; its exit must not kill the jail or sidecar."""
+    monkeypatch.setattr(local, "LAUNCH", local.LAUNCH.replace("& echo", "& sleep 0.5; echo"))
+    handle, _ = make_sandbox()
+    driver.wait_ready(handle, READY_TIMEOUT)
+    (info,) = driver.list()
+    assert info.state == "running"
+
+
 def test_wait_ready_reports_a_jail_that_died(lap_home):
     broken = LocalDriver(lap_home, python="/usr/bin/false", uid_base=UID_BASE)
     handle = broken.create(SandboxSpec(str(uuid.uuid4()), "shell", "t"))

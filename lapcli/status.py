@@ -30,6 +30,7 @@ class ExitStatus(enum.IntEnum):
     SESSION_FAILED = 6
     CONNECTION_LOST = 7
     TIMEOUT = 124  # like timeout(1): `lap exec --timeout` ran out
+    CANNOT_RUN = 127  # like a shell: `lap exec`'s program could not be started
     INTERRUPTED = 130
 
 
@@ -53,16 +54,20 @@ class NotLoggedIn(LapError):
 
 
 class ApiError(LapError):
-    """A non-2xx answer from the platform. ``http_status`` is the HTTP status code."""
+    """A non-2xx answer from the platform. ``http_status`` is the HTTP status code, ``code``
+    the machine-readable one of its body (``exec_failed``, ``session_not_ready``…), if any."""
 
-    def __init__(self, http_status: int, message: str) -> None:
+    def __init__(self, http_status: int, message: str, code: str | None = None) -> None:
         self.http_status = http_status
+        self.code = code
         if http_status == 401:
             message, status = "login expired or wrong key (run: lap login)", ExitStatus.AUTH
         elif http_status == 403:
             status = ExitStatus.AUTH
         elif http_status == 404:
             status = ExitStatus.NOT_FOUND
+        elif code == "exec_failed":
+            status = ExitStatus.CANNOT_RUN
         else:
             status = ExitStatus.ERROR
         super().__init__(message, status)
@@ -116,6 +121,7 @@ def api_error_from_response(response: httpx.Response) -> ApiError:
     except ValueError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
+    code = body.get("code") if isinstance(body, dict) else None
     if isinstance(error, dict):
         message = "; ".join(f"{field}: {_flatten(detail)}" for field, detail in error.items())
     elif error:
@@ -124,7 +130,7 @@ def api_error_from_response(response: httpx.Response) -> ApiError:
         request = response.request
         message = f"{request.method} {request.url.path}: {response.status_code} "
         message += response.reason_phrase or "error"
-    return ApiError(response.status_code, message)
+    return ApiError(response.status_code, message, code if isinstance(code, str) else None)
 
 
 def _flatten(detail: object) -> str:

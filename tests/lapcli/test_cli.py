@@ -605,6 +605,18 @@ def test_exec_in_an_existing_session_neither_creates_nor_stops(api: FakeApi, mak
     assert [r.method for r in api.requests] == ["POST"]
 
 
+def test_exec_of_a_program_that_cannot_start_exits_127_like_a_shell(api: FakeApi, make_env) -> None:
+    reason = "cannot run 'nope': No such file or directory (in the sandbox)"
+    api.on(
+        "POST",
+        f"/sessions/{SESSION_ID}/exec",
+        lambda r: httpx.Response(400, json={"error": reason, "code": "exec_failed"}),
+    )
+    result = invoke(make_env(), "exec", "--session", SESSION_ID, "--", "nope")
+    assert result.exit_code == ExitStatus.CANNOT_RUN == 127
+    assert result.stderr.endswith(f"lap: {reason}\n")
+
+
 @pytest.mark.parametrize(
     "args", [["shell"], ["shell", "--"], ["--", "shell", "--"], ["--session", SESSION_ID, "--"]]
 )

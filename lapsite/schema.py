@@ -6,7 +6,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers
-from rest_framework.negotiation import DefaultContentNegotiation
+
+from lapsite.negotiation import FallbackNegotiation
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -21,7 +22,7 @@ class ErrorSerializer(serializers.Serializer):
     )
 
 
-class FormatParameterNegotiation(DefaultContentNegotiation):
+class FormatParameterNegotiation(FallbackNegotiation):
     """``GET /api/schema/?format=json`` (or ``yaml``), as drf-spectacular documents it.
 
     The API negotiates by ``Accept`` alone (``URL_FORMAT_OVERRIDE`` is off); the schema view

@@ -169,6 +169,10 @@ REST_FRAMEWORK = {
     # A JSON API (as LAP clients speak it): form bodies cannot carry its maps and lists, and a
     # ?format= override only turned unknown values into 404s; Accept negotiates instead.
     "DEFAULT_PARSER_CLASSES": ["lapsite.parsers.JSONParser"],
+    # Answers are JSON too, with no browsable API; also to an Accept naming only other types
+    # (a browser's text/html): JSON, not a 406.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "lapsite.negotiation.FallbackNegotiation",
     "URL_FORMAT_OVERRIDE": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }

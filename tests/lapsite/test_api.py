@@ -1,0 +1,44 @@
+"""The API's plumbing (``lapsite/api.py``, ``lapsite/negotiation.py``): every answer is JSON,
+whatever the client accepts, and failures have the one ``{"error", "code"}`` shape even when
+no view answered."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/v1/managed_agents"
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def assert_json(reply, status: int, code: str | None = None) -> dict:
+    assert reply.status_code == status, reply.content
+    assert reply["Content-Type"] == "application/json", reply["Content-Type"]
+    body = reply.json()
+    if code:
+        assert body["code"] == code
+    return body
+
+
+@pytest.mark.parametrize("accept", ["text/html", BROWSER, "application/xml", "image/png"])
+def test_every_answer_is_json_whatever_the_client_accepts(api_client, anon_client, accept):
+    assert "data" in assert_json(api_client.get(f"{API}/agents", HTTP_ACCEPT=accept), 200)
+    assert_json(api_client.get(f"{API}/agents/nope", HTTP_ACCEPT=accept), 404, "not_found")
+    assert_json(anon_client.get(f"{API}/agents", HTTP_ACCEPT=accept), 401, "not_authenticated")
+    invalid = api_client.post(f"{API}/agents", {}, format="json", HTTP_ACCEPT=accept)
+    assert_json(invalid, 400, "invalid")
+
+
+def test_the_api_renders_json_only(api_client):
+    assert assert_json(api_client.options(f"{API}/agents"), 200)["renders"] == ["application/json"]
+
+
+@pytest.mark.parametrize("accept", ["text/html", BROWSER])
+def test_docs_and_schema_keep_their_own_formats(anon_client, accept):
+    docs = anon_client.get("/api/docs/", HTTP_ACCEPT=accept)
+    assert docs.status_code == 200
+    assert docs["Content-Type"].startswith("text/html")
+    schema = anon_client.get("/api/schema/", HTTP_ACCEPT=accept)
+    assert schema.status_code == 200
+    assert schema["Content-Type"].startswith("application/vnd.oai.openapi")

@@ -15,6 +15,8 @@ from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -40,6 +42,29 @@ def _first_message(detail: object) -> str:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's ``EXCEPTION_HANDLER``: the error's response, always rendered as JSON."""
+    response = _error_response(exc, context)
+    if response is not None and context.get("request") is not None:
+        _render_as_json(context["request"])
+    return response
+
+
+def _render_as_json(request: Request) -> None:
+    """Have DRF render the error as JSON, whatever format the request negotiated.
+
+    Views that stream (``text/event-stream``, NDJSON, asciicast, Prometheus text) list a
+    renderer for their format so clients may ask for it; their successes are streamed
+    responses that never pass through it, but an error would, labelled with that format.
+    DRF renders a response with the request's negotiated renderer (``finalize_response``),
+    hence the request is what changes.
+    """
+    renderer = getattr(request, "accepted_renderer", None)
+    if renderer is None or renderer.media_type != JSONRenderer.media_type:
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+
+
+def _error_response(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, LapError):
         return Response({"error": exc.message, "code": exc.code}, status=exc.status)
     if isinstance(exc, Http404):

@@ -54,7 +54,8 @@ class HealthzView(APIView):
 
 
 class PrometheusRenderer(renderers.BaseRenderer):
-    """Lets scrapers negotiate ``text/plain``; error bodies still come out as JSON text."""
+    """Lets scrapers negotiate ``text/plain``; errors are ``application/json`` regardless
+    (``lapsite.api.exception_handler``), so this renders nothing in practice."""
 
     media_type = "text/plain"
     format = "txt"

@@ -179,7 +179,7 @@ async def _ndjson(events: Iterator[dict]) -> AsyncIterator[bytes]:
 
 
 class NdjsonRenderer(JSONRenderer):
-    """Lets clients ask for ``application/x-ndjson``; errors still render as one JSON line."""
+    """Lets clients ask for ``application/x-ndjson``; errors are ``application/json``."""
 
     media_type = "application/x-ndjson"
     format = "ndjson"

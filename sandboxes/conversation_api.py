@@ -92,7 +92,8 @@ class EventsQuerySerializer(serializers.Serializer):
 
 
 class EventStreamRenderer(JSONRenderer):
-    """Lets clients ask for ``text/event-stream``; errors still render as JSON."""
+    """Lets clients ask for ``text/event-stream``; the streams bypass it, and errors are
+    ``application/json`` (``lapsite.api.exception_handler``)."""
 
     media_type = "text/event-stream"
     format = "sse"

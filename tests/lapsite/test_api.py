@@ -10,6 +10,7 @@ pytestmark = pytest.mark.django_db
 
 API = "/api/v1/managed_agents"
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+NO_SESSION = f"{API}/sessions/00000000-0000-0000-0000-000000000000"
 
 
 def assert_json(reply, status: int, code: str | None = None) -> dict:
@@ -42,3 +43,21 @@ def test_docs_and_schema_keep_their_own_formats(anon_client, accept):
     schema = anon_client.get("/api/schema/", HTTP_ACCEPT=accept)
     assert schema.status_code == 200
     assert schema["Content-Type"].startswith("application/vnd.oai.openapi")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "accept"),
+    [
+        ("post", f"{NO_SESSION}/message_stream", "text/event-stream"),
+        ("get", f"{NO_SESSION}/events", "text/event-stream"),
+        ("post", f"{NO_SESSION}/exec", "application/x-ndjson"),
+        ("get", f"{NO_SESSION}/recording", "application/x-asciicast"),
+    ],
+)
+def test_errors_of_streaming_endpoints_are_json(api_client, method, path, accept):
+    reply = getattr(api_client, method)(path, {"text": "hi"}, format="json", HTTP_ACCEPT=accept)
+    assert_json(reply, 404, "not_found")
+
+
+def test_a_metrics_scraper_without_credentials_gets_a_json_401(anon_client):
+    assert_json(anon_client.get("/metrics", HTTP_ACCEPT="text/plain"), 401, "not_authenticated")

@@ -198,6 +198,16 @@ def test_terminal_sessions_answer_409_with_a_hint_to_attach(api_client, ready_se
     assert f"after POST /sessions/{ready_session.id}/restart" in ended.json()["error"]
 
 
+def test_stream_errors_are_json_not_event_streams(api_client, ready_session):
+    sse = {"HTTP_ACCEPT": "text/event-stream"}
+    terminal = api_client.post(url(ready_session, "message_stream"), {"text": "hi"}, **sse)
+    assert (terminal.status_code, terminal["Content-Type"]) == (409, "application/json")
+    assert terminal.json()["code"] == "tui_session"
+    missing = api_client.get(f"{BASE}/sessions/00000000-0000-0000-0000-000000000000/events", **sse)
+    assert (missing.status_code, missing["Content-Type"]) == (404, "application/json")
+    assert missing.json()["code"] == "not_found"
+
+
 def test_a_session_that_is_not_ready_answers_409(api_client, api_agent, user):
     session = services.session_create(agent=api_agent, user=user)  # bring-up not run
     Session.objects.filter(pk=session.pk).update(status="creating", phase="creating_sandbox")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import DisallowedHost, PermissionDenied, RequestDataTooBig
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.request import split_domain_port
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
@@ -104,11 +105,28 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
+def _quoted(value: str, limit: int = 80) -> str:
+    """``value`` as a short repr: control characters escaped, at most ``limit`` characters."""
+    return repr(value[:limit]) + ("…" if len(value) > limit else "")
+
+
+def _host_refused(request: HttpRequest) -> str:
+    """Why Django refused the request's host, and how to allow it."""
+    host = request._get_raw_host()  # what get_host() checked, without raising again
+    domain, _port = split_domain_port(host)
+    if not domain:
+        return f"invalid Host header {_quoted(host)}"
+    # DJANGO_ALLOWED_HOSTS feeds settings.ALLOWED_HOSTS (lapsite/settings.py).
+    return f"host {_quoted(domain)} is not allowed (add it to the server's DJANGO_ALLOWED_HOSTS)"
+
+
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if not _is_api(request):
         return defaults.bad_request(request, exception)
     if isinstance(exception, RequestDataTooBig):
         return JsonResponse(_too_large(), status=413)
+    if isinstance(exception, DisallowedHost):
+        return JsonResponse({"error": _host_refused(request), "code": "bad_request"}, status=400)
     return JsonResponse({"error": "bad request", "code": "bad_request"}, status=400)
 
 

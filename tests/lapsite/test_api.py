@@ -61,3 +61,23 @@ def test_errors_of_streaming_endpoints_are_json(api_client, method, path, accept
 
 def test_a_metrics_scraper_without_credentials_gets_a_json_401(anon_client):
     assert_json(anon_client.get("/metrics", HTTP_ACCEPT="text/plain"), 401, "not_authenticated")
+
+
+def test_a_disallowed_host_is_told_how_to_allow_it(api_client):
+    reply = api_client.get(f"{API}/agents", HTTP_HOST="Evil.com:8443")
+    body = assert_json(reply, 400, "bad_request")
+    assert body["error"] == (
+        "host 'evil.com' is not allowed (add it to the server's DJANGO_ALLOWED_HOSTS)"
+    )
+
+
+def test_a_disallowed_host_is_quoted_short(api_client):
+    host = "x" * 5000 + ".evil.com"
+    body = assert_json(api_client.get(f"{API}/agents", HTTP_HOST=host), 400, "bad_request")
+    assert len(body["error"]) < 200
+    assert body["error"].startswith("host 'xxxx")
+
+
+def test_a_malformed_host_is_called_invalid(api_client):
+    body = assert_json(api_client.get(f"{API}/agents", HTTP_HOST="evil.com:x\n"), 400)
+    assert body == {"error": "invalid Host header 'evil.com:x\\n'", "code": "bad_request"}

@@ -121,7 +121,10 @@ def _env_var_hosts_errors(
 def _repo_url_errors(repo_url: str) -> Errors:
     if not repo_url:
         return {}
-    parts = urlsplit(repo_url)
+    try:
+        parts = urlsplit(repo_url)
+    except ValueError:  # a bracketed host that is not an IPv6 address: "https://[::1"
+        return {"repo_url": ["must be an https:// URL"]}
     if parts.scheme != "https" or not parts.hostname:
         return {"repo_url": ["must be an https:// URL"]}
     if parts.username or parts.password:

@@ -100,6 +100,15 @@ def test_repo_url_must_be_plain_https(api_client, repo_url):
     assert "repo_url" in response.json()["fields"]
 
 
+@pytest.mark.parametrize("repo_url", ["https://[::1", "https://[zz]/x", "https://a]/x"])
+def test_repo_url_with_a_malformed_ipv6_host_is_a_field_error(api_client, agent, repo_url):
+    created = create(api_client, name="a2", repo_url=repo_url)
+    updated = api_client.patch(f"{AGENTS}/{agent.id}", {"repo_url": repo_url}, format="json")
+    for response in (created, updated):
+        assert response.status_code == 400
+        assert response.json()["error"] == "repo_url: must be an https:// URL"
+
+
 def test_env_var_hosts_key_must_be_an_env_var(api_client):
     response = create(api_client, env_var_hosts={"MISSING": ["api.github.com"]})
     assert response.status_code == 400

@@ -38,6 +38,7 @@ class AgentAdminForm(forms.ModelForm):
         problems = agent_errors(
             name=data.get("name", ""),
             harness_id=data.get("harness_id", ""),
+            prompt=data.get("prompt", ""),
             repo_url=data.get("repo_url", ""),
             branch=data.get("branch", ""),
             env_vars=env_plain,

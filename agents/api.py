@@ -93,6 +93,7 @@ class AgentCreateSerializer(serializers.Serializer):
         problems = agent_errors(
             name=merged["name"],
             harness_id=merged["harness_id"],
+            prompt=merged["prompt"],
             repo_url=merged["repo_url"],
             branch=merged["branch"],
             env_vars=merged["env_vars"],

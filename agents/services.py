@@ -104,6 +104,7 @@ def _check(agent: Agent, env_plain: Mapping[str, str]) -> None:
     errors = agent_errors(
         name=agent.name,
         harness_id=agent.harness_id,
+        prompt=agent.prompt,
         repo_url=agent.repo_url,
         branch=agent.branch,
         env_vars=env_plain,

@@ -20,6 +20,9 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_ENV_KEYS = 50
 MAX_ENV_BYTES = 16 * 1024
 MAX_RULES = 200
+# The prompt reaches the harness in its env (AGENT_PROMPT), where Linux caps one string at
+# 128 KiB with its "NAME=" (MAX_ARG_STRLEN), and in the runner's requests, capped at 1 MiB.
+MAX_PROMPT_BYTES = 100_000
 RESERVED_ENV = frozenset(
     {
         "REPO_URL",
@@ -140,6 +143,13 @@ def label_errors(field: str, value: str) -> Errors:
     return {}
 
 
+def _prompt_errors(prompt: str) -> Errors:
+    size = len(prompt.encode())
+    if size > MAX_PROMPT_BYTES:
+        return {"prompt": [f"at most {MAX_PROMPT_BYTES} bytes of UTF-8 ({size} given)"]}
+    return {}
+
+
 def _name_errors(name: str) -> Errors:
     # The name is a URL path segment (/agents/{name}); clients resolve "." and ".." away.
     if "/" in name:
@@ -157,6 +167,7 @@ def agent_errors(
     *,
     name: str,
     harness_id: str,
+    prompt: str,
     repo_url: str,
     branch: str,
     env_vars: Mapping[str, str],
@@ -171,6 +182,7 @@ def agent_errors(
         errors["harness_id"] = [
             f"unknown harness {harness_id!r}; known: {', '.join(harness_ids())}"
         ]
+    errors.update(_prompt_errors(prompt))
     errors.update(_repo_url_errors(repo_url))
     if branch and (branch.startswith("-") or not _BRANCH.match(branch)):
         errors["branch"] = ["not a valid branch name"]

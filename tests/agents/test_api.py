@@ -84,6 +84,17 @@ def test_env_vars_over_16_kib_are_rejected(api_client):
     assert "bytes" in response.json()["fields"]["env_vars"][0]
 
 
+def test_prompt_is_limited_in_utf8_bytes(api_client, agent):
+    # It reaches the harness as AGENT_PROMPT, and one env string is at most 128 KiB.
+    too_long = "é" * 50_001  # 50 001 characters, 100 002 bytes
+    created = create(api_client, name="a2", prompt=too_long)
+    updated = api_client.patch(f"{AGENTS}/{agent.id}", {"prompt": too_long}, format="json")
+    for response in (created, updated):
+        assert response.status_code == 400
+        assert response.json()["error"] == "prompt: at most 100000 bytes of UTF-8 (100002 given)"
+    assert create(api_client, name="a3", prompt="é" * 50_000).status_code == 201
+
+
 @pytest.mark.parametrize("name", ["1ABC", "A-B", "A B", ""])
 def test_bad_env_names_are_rejected(api_client, name):
     response = create(api_client, env_vars={name: "v"})

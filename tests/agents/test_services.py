@@ -13,6 +13,7 @@ pytestmark = pytest.mark.django_db
 VALID = {
     "name": "n",
     "harness_id": "shell",
+    "prompt": "",
     "repo_url": "",
     "branch": "main",
     "env_vars": {},

@@ -58,6 +58,7 @@ def _problems(agent: Agent | None, changes: dict) -> dict[str, list[str]]:
     return agent_errors(
         name=changes["name"],
         harness_id=changes["harness_id"],
+        prompt=changes["prompt"],
         repo_url=changes["repo_url"],
         branch=changes["branch"],
         env_vars=env_plain,

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from agents.harnesses import harness_ids
+from sandboxes.registry import SANDBOX_ENV_NAMES
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_ENV_KEYS = 50
@@ -23,18 +24,21 @@ MAX_RULES = 200
 # The prompt reaches the harness in its env (AGENT_PROMPT), where Linux caps one string at
 # 128 KiB with its "NAME=" (MAX_ARG_STRLEN), and in the runner's requests, capped at 1 MiB.
 MAX_PROMPT_BYTES = 100_000
-RESERVED_ENV = frozenset(
-    {
-        "REPO_URL",
-        "BRANCH",
-        "LITELLM_API_KEY",
-        "LITELLM_API_BASE",
-        "LITELLM_DEFAULT_MODEL",
-        "AGENT_PROMPT",
-        "PORT",
-        "GIT_TOKEN",
-    }
-)
+# Names the platform sets in a harness env, where a secret's stub would replace the value (the
+# proxy, the CA bundle, PATH…): the reference platform's (sandboxes.services._harness_env;
+# LITELLM_API_KEY is the vault's stub), every driver's, and LAP_* (LAP_SESSION_ID…).
+# Case-sensitive, as env is.
+RESERVED_ENV = SANDBOX_ENV_NAMES | {
+    "REPO_URL",
+    "BRANCH",
+    "LITELLM_API_KEY",
+    "LITELLM_API_BASE",
+    "LITELLM_DEFAULT_MODEL",
+    "AGENT_PROMPT",
+    "PORT",
+    "GIT_TOKEN",
+}
+RESERVED_PREFIX = "LAP_"
 # What responses show instead of a secret value; carries nothing from the value.
 SECRET_MASK = "••••••••"  # noqa: S105
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
@@ -54,7 +58,9 @@ def env_var_errors(env_vars: Mapping[str, str], *, field: str = "env_vars") -> E
         problems.append(
             f"masks with no stored secret behind them (send the values): {', '.join(masked)}"
         )
-    reserved = sorted(RESERVED_ENV.intersection(env_vars))
+    reserved = sorted(
+        name for name in env_vars if name in RESERVED_ENV or name.startswith(RESERVED_PREFIX)
+    )
     if reserved:
         problems.append(f"reserved names (set by the platform): {', '.join(reserved)}")
     if len(env_vars) > MAX_ENV_KEYS:

@@ -4,7 +4,8 @@
 path. The class is imported on first use, so a bubblewrap install never
 imports ``kubernetes``, and it gets plain values from settings, so drivers
 never read Django settings themselves. Tests install doubles with
-``use_driver(...)``.
+``use_driver(...)``. ``SANDBOX_ENV_NAMES`` tells code that may not import the drivers
+(the agents' validation) which env names the drivers set.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from sandboxes.drivers.base import SandboxDriver
+from sandboxes.drivers import local_jail
+from sandboxes.drivers.base import SANDBOX_ENV, SandboxDriver
 
 DRIVERS = {
     "local": "sandboxes.drivers.local.LocalDriver",
     "kubernetes": "sandboxes.drivers.kubernetes.KubernetesDriver",
 }
 RUNNER_CLIENT = "sandboxes.runner_client.RunnerClient"
+
+# Every name a driver's ``sandbox_env()`` sets, whichever the driver: the local jail's layout
+# (PATH, HOME…, with the tools) and the proxy and CA variables, all that Kubernetes sets.
+SANDBOX_ENV_NAMES = frozenset(local_jail.sandbox_env(has_tools=True)) | frozenset(SANDBOX_ENV)
 
 RunnerClientFactory = Callable[[str, str], Any]
 

@@ -69,6 +69,32 @@ def test_reserved_env_key_is_rejected(api_client, name):
     assert not Agent.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LAP_SESSION_ID",
+        "LAP_ANY",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NODE_EXTRA_CA_CERTS",
+        "PATH",
+        "HOME",
+    ],
+)
+def test_env_names_the_platform_sets_are_refused(api_client, agent, name):
+    created = create(api_client, name="a2", env_vars={name: "v"})
+    body = {"env_vars": {name: "v"}, "env_var_hosts": {}}
+    updated = api_client.patch(f"{AGENTS}/{agent.id}", body, format="json")
+    for response in (created, updated):
+        assert response.status_code == 400
+        assert response.json()["error"] == f"env_vars: reserved names (set by the platform): {name}"
+
+
+def test_reserved_env_names_are_case_sensitive_as_env_is(api_client):
+    response = create(api_client, env_vars={"Path": "v", "Home": "v", "lap_token": "v"})
+    assert response.status_code == 201, response.json()
+
+
 def test_fifty_one_keys_are_rejected_fifty_accepted(api_client):
     keys = {f"K{i}": "v" for i in range(51)}
     response = create(api_client, env_vars=keys)

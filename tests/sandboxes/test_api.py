@@ -65,7 +65,12 @@ def test_create_for_unknown_agent_is_404(api_client):
 
 @pytest.mark.parametrize(
     ("env_vars", "message"),
-    [({"BRANCH": "x"}, "reserved"), ({f"K{i}": "v" for i in range(51)}, "at most 50")],
+    [
+        ({"BRANCH": "x"}, "reserved"),
+        ({"HTTPS_PROXY": "x"}, "reserved names (set by the platform): HTTPS_PROXY"),
+        ({"LAP_SESSION_ID": "x"}, "reserved names (set by the platform): LAP_SESSION_ID"),
+        ({f"K{i}": "v" for i in range(51)}, "at most 50"),
+    ],
 )
 def test_create_rejects_bad_env_vars(api_client, agent, env_vars, message):
     response = api_client.post(

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from agents.models import Agent
+from agents.validation import env_var_errors
 from sandboxes import services
+from sandboxes.drivers import local_jail
+from sandboxes.drivers.kubernetes import KubernetesDriver
 from sandboxes.models import Sandbox, Session, SessionMessage
 from tests.conftest import SECRET
 
@@ -153,6 +157,20 @@ def test_session_env_vars_are_validated(agent, user):
     with pytest.raises(services.SessionInvalid, match="reserved"):
         services.session_create(agent=agent, user=user, env_vars={"GIT_TOKEN": "x"})
     assert not Session.objects.exists()
+
+
+def test_every_name_the_platform_sets_in_a_harness_env_is_reserved(settings):
+    # Whichever driver and harness: a secret of that name would replace it with its stub.
+    settings.LITELLM_API_BASE = "http://gateway.example"
+    agent = Agent(harness_id="opencode", prompt="p", repo_url="https://git.example/r", model="m")
+    env = {
+        **local_jail.sandbox_env(has_tools=True),
+        **KubernetesDriver.sandbox_env(),
+        **services._harness_env(Session(agent=agent, harness_id=agent.harness_id), stubs={}),
+    }
+    assert env_var_errors(dict.fromkeys(env, "v")) == {
+        "env_vars": [f"reserved names (set by the platform): {', '.join(sorted(env))}"]
+    }
 
 
 def test_session_env_vars_are_encrypted(agent, user):

@@ -20,7 +20,19 @@ AGENT_ID = OpenApiParameter(
     "agent_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="the agent's id or name"
 )
 
-HostList = serializers.ListField(child=serializers.CharField(max_length=253), max_length=200)
+
+class HostRuleField(serializers.CharField):
+    """A host rule, only ever a JSON string (``CharField`` would store ``1`` as ``"1"``)."""
+
+    default_error_messages = {"invalid": "must be a string"}
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+HostList = serializers.ListField(child=HostRuleField(max_length=253), max_length=200)
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -77,10 +89,10 @@ class AgentCreateSerializer(serializers.Serializer):
     )
     env_var_hosts = serializers.DictField(child=HostList, required=False, default=dict)
     allow_out = serializers.ListField(
-        child=serializers.CharField(max_length=253), required=False, default=list
+        child=HostRuleField(max_length=253), required=False, default=list
     )
     deny_out = serializers.ListField(
-        child=serializers.CharField(max_length=253), required=False, default=list
+        child=HostRuleField(max_length=253), required=False, default=list
     )
     stop_on_vault_block = serializers.BooleanField(
         required=False,

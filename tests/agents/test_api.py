@@ -146,6 +146,24 @@ def test_repo_url_with_a_malformed_ipv6_host_is_a_field_error(api_client, agent,
         assert response.json()["error"] == "repo_url: must be an https:// URL"
 
 
+@pytest.mark.parametrize(
+    ("rules", "error"),
+    [
+        ({"allow_out": [1, 2]}, "allow_out: 0: must be a string"),
+        ({"deny_out": ["a.com", True]}, "deny_out: 1: must be a string"),
+        (
+            {"env_vars": {"T": "v"}, "env_var_hosts": {"T": [1.5]}},
+            "env_var_hosts: T: 0: must be a string",
+        ),
+    ],
+)
+def test_host_rules_must_be_strings(api_client, rules, error):
+    response = create(api_client, **rules)
+    assert response.status_code == 400
+    assert response.json()["error"] == error
+    assert not Agent.objects.exists()
+
+
 def test_env_var_hosts_key_must_be_an_env_var(api_client):
     response = create(api_client, env_var_hosts={"MISSING": ["api.github.com"]})
     assert response.status_code == 400

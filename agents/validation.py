@@ -42,6 +42,7 @@ RESERVED_PREFIX = "LAP_"
 # What responses show instead of a secret value; carries nothing from the value.
 SECRET_MASK = "••••••••"  # noqa: S105
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
+_DIGITS_AND_DOTS = re.compile(r"^[0-9.]+$")
 _BRANCH = re.compile(r"^[^\s~^:?*\[\\]+$")
 
 Errors = dict[str, list[str]]
@@ -72,11 +73,17 @@ def env_var_errors(env_vars: Mapping[str, str], *, field: str = "env_vars") -> E
 
 
 def rule_is_valid(rule: str) -> bool:
-    """An egress rule: a host name, ``*.suffix`` wildcard, IP address or CIDR."""
+    """An egress rule: a host name, ``*.suffix`` wildcard, IP address or CIDR.
+
+    Digits and dots alone are an IP address or nothing (no top-level domain is all digits):
+    ``999.999.999.999`` is refused, and so is a shorthand such as ``127.1``, which the vault
+    would read as 127.0.0.1 where ``host_is_covered`` sees a name.
+    """
     try:
         ipaddress.ip_network(rule, strict=False)
     except ValueError:
-        return len(rule) <= 253 and bool(_HOST.match(rule))
+        is_name = not _DIGITS_AND_DOTS.match(rule)
+        return is_name and len(rule) <= 253 and bool(_HOST.match(rule))
     return True
 
 

@@ -61,6 +61,9 @@ def test_valid_input_has_no_errors():
     [
         ({"allow_out": ["not a host!"]}, "allow_out"),
         ({"deny_out": ["http://x"]}, "deny_out"),
+        ({"allow_out": ["999.999.999.999"]}, "allow_out"),
+        ({"deny_out": ["127.1"]}, "deny_out"),
+        ({"env_vars": {"K": "v"}, "env_var_hosts": {"K": ["1.2.3.256"]}}, "env_var_hosts"),
         ({"branch": "-rf"}, "branch"),
         ({"branch": "a b"}, "branch"),
         ({"env_var_hosts": {"K": ["a.com"]}}, "env_var_hosts"),
@@ -68,6 +71,12 @@ def test_valid_input_has_no_errors():
 )
 def test_field_errors(override, field):
     assert field in agent_errors(**{**VALID, **override})
+
+
+def test_ip_and_cidr_rules_are_valid():
+    rules = ["1.2.3.4", "10.0.0.0/8", "::1", "2001:db8::/32", "1.example", "*.0.example"]
+    env = {"env_vars": {"K": "v"}, "env_var_hosts": {"K": ["10.1.2.3"]}}
+    assert agent_errors(**{**VALID, **env, "allow_out": rules, "deny_out": rules}) == {}
 
 
 def test_create_encrypts_and_update_replaces_env_vars(user):

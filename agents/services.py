@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -117,6 +118,8 @@ def _check(agent: Agent, env_plain: Mapping[str, str]) -> None:
 
 
 def _save(agent: Agent) -> None:
+    # One spelling per name: "café" composed or decomposed looks the same in every list.
+    agent.name = unicodedata.normalize("NFC", agent.name)
     if Agent.objects.filter(name=agent.name).exclude(pk=agent.pk).exists():
         raise Conflict(f"an agent named '{agent.name}' already exists", code="name_taken")
     try:

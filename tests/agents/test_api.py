@@ -219,6 +219,15 @@ def test_duplicate_name_is_a_conflict(api_client, agent):
     assert response.json()["code"] == "name_taken"
 
 
+def test_names_are_stored_nfc_so_look_alikes_collide(api_client, agent):
+    created = create(api_client, name="cafe\u0301")  # decomposed: e + combining acute
+    assert created.status_code == 201
+    assert created.json()["name"] == "caf\u00e9"
+    assert create(api_client, name="caf\u00e9").status_code == 409
+    renamed = api_client.patch(f"{AGENTS}/{agent.id}", {"name": "cafe\u0301"}, format="json")
+    assert renamed.status_code == 409
+
+
 def test_name_may_not_be_a_uuid(api_client, agent):
     response = create(api_client, name=str(agent.id))
     assert response.status_code == 400

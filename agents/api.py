@@ -70,7 +70,11 @@ class AgentSerializer(serializers.ModelSerializer):
 
 
 class AgentCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = serializers.CharField(
+        max_length=100,
+        required=False,
+        help_text="unique; without one, a name is made from the model (claude-sonnet-4-6-3fa9c2)",
+    )
     model = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     harness_id = serializers.CharField(
         max_length=50,
@@ -118,6 +122,8 @@ class AgentCreateSerializer(serializers.Serializer):
         return attrs
 
     def merged(self, attrs: dict) -> dict:
+        if "name" not in attrs:
+            attrs["name"] = services.default_name(attrs["model"])
         return attrs
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 import unicodedata
 import uuid
 from collections.abc import Mapping
@@ -40,6 +42,7 @@ UPDATABLE = (
 )
 # Changes that alter what running sandboxes' vaults must hold: pushed to them at once.
 VAULT_FIELDS = frozenset({"env_vars", "env_var_hosts", "allow_out", "deny_out"})
+_SLUG_JUNK = re.compile(r"[^a-z0-9.]+")
 
 
 class AgentInvalid(LapError):
@@ -129,6 +132,13 @@ def _save(agent: Agent) -> None:
         raise Conflict(
             f"an agent named '{agent.name}' already exists", code="name_taken"
         ) from error
+
+
+def default_name(model: str) -> str:
+    """A name for an agent created without one (the reference API makes ``name`` optional):
+    the model's last path segment as a slug, e.g. ``claude-sonnet-4-6-3fa9c2``."""
+    slug = _SLUG_JUNK.sub("-", model.rsplit("/", 1)[-1].lower()).strip("-.")[:40] or "agent"
+    return f"{slug}-{secrets.token_hex(3)}"
 
 
 def agent_create(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -207,8 +208,22 @@ def test_harness_defaults_to_opencode_as_in_lap(api_client):
     assert Agent.objects.get(name="a1").harness_id == "opencode"
 
 
-def test_missing_name_is_a_field_error(api_client):
-    response = api_client.post(AGENTS, {"harness_id": "shell"}, format="json")
+def test_without_a_name_one_is_made_from_the_model(api_client):
+    """The reference API requires only ``model``; a client that sends no name still gets an
+    agent, with a name it can use in paths and in ``lap``."""
+    first = api_client.post(AGENTS, {"model": "anthropic/Claude Sonnet 4.6"}, format="json")
+    second = api_client.post(AGENTS, {"model": "anthropic/Claude Sonnet 4.6"}, format="json")
+    assert first.status_code == second.status_code == 201, first.json()
+    names = [first.json()["name"], second.json()["name"]]
+    assert all(re.fullmatch(r"claude-sonnet-4.6-[0-9a-f]{6}", name) for name in names), names
+    assert names[0] != names[1]
+    assert api_client.get(f"{AGENTS}/{names[0]}").json()["id"] == first.json()["id"]
+    without_model = api_client.post(AGENTS, {"harness_id": "shell"}, format="json")
+    assert re.fullmatch(r"agent-[0-9a-f]{6}", without_model.json()["name"])
+
+
+def test_a_blank_name_is_a_field_error(api_client):
+    response = create(api_client, name="")
     assert response.status_code == 400
     assert "name" in response.json()["fields"]
 

@@ -143,14 +143,26 @@ class AgentUpdateSerializer(AgentCreateSerializer):
         return {**current, **given}
 
 
+class AgentListItemSerializer(AgentSerializer):
+    session_count = serializers.IntegerField(read_only=True)
+    has_active_session = serializers.BooleanField(
+        read_only=True, help_text="a session of the agent is creating or ready"
+    )
+
+    class Meta(AgentSerializer.Meta):
+        fields = [*AgentSerializer.Meta.fields, "session_count", "has_active_session"]
+
+
 class AgentListQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
     offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
     search = serializers.CharField(required=False, allow_blank=True, default="")
+    sort = serializers.ChoiceField(choices=list(services.SORTS), default="created_at")
+    order = serializers.ChoiceField(choices=["asc", "desc"], default="desc")
 
 
 class AgentPageSerializer(serializers.Serializer):
-    data = AgentSerializer(many=True)
+    data = AgentListItemSerializer(many=True)
     total = serializers.IntegerField()
     limit = serializers.IntegerField()
     offset = serializers.IntegerField()
@@ -167,7 +179,6 @@ class AgentCollectionApi(APIView):
         query.is_valid(raise_exception=True)
         agents, total = services.agent_list(viewer=request.user, **query.validated_data)
         page = {"data": agents, "total": total, **query.validated_data}
-        page.pop("search")
         return Response(AgentPageSerializer(page).data)
 
     @extend_schema(

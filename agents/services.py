@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from agents.models import Agent
 from agents.validation import (
@@ -23,6 +23,7 @@ from agents.validation import (
     rule_is_valid,
 )
 from lapsite.errors import Conflict, LapError, NotFound
+from sandboxes.models import Session
 from sandboxes.services import session_stop_all_for_agent
 from vault import crypto
 from vault.services import vault_push_for_agent
@@ -43,6 +44,9 @@ UPDATABLE = (
 # Changes that alter what running sandboxes' vaults must hold: pushed to them at once.
 VAULT_FIELDS = frozenset({"env_vars", "env_var_hosts", "allow_out", "deny_out"})
 _SLUG_JUNK = re.compile(r"[^a-z0-9.]+")
+# GET /agents?sort=…: the reference API's names for the list's orders.
+SORTS = {"created_at": "created_at", "name": "name", "harness_id": "harness_id"}
+SORTS["sessions"] = "session_count"
 
 
 class AgentInvalid(LapError):
@@ -68,15 +72,32 @@ def agent_get(agent_id: str, *, viewer: AbstractBaseUser) -> Agent:
 
 
 def agent_list(
-    *, viewer: AbstractBaseUser, search: str = "", limit: int = 50, offset: int = 0
+    *,
+    viewer: AbstractBaseUser,
+    search: str = "",
+    limit: int = 50,
+    offset: int = 0,
+    sort: str = "created_at",
+    order: str = "desc",
 ) -> tuple[list[Agent], int]:
-    """One page of the agents ``viewer`` may see, newest first, and the total matching
-    ``search``."""
-    agents = Agent.objects.visible_to(viewer)
+    """One page of the agents ``viewer`` may see and the total matching ``search``.
+
+    Each agent carries ``session_count`` and ``has_active_session`` (creating or ready), as
+    the reference API's list does. ``sort`` is one of ``SORTS`` (``sessions``: by session
+    count), ``order`` ``asc`` or ``desc``; ties go newest first.
+    """
+    live = Session.objects.filter(
+        agent=OuterRef("pk"), status__in=(Session.Status.CREATING, Session.Status.READY)
+    )
+    agents = Agent.objects.visible_to(viewer).annotate(
+        session_count=Count("sessions"), has_active_session=Exists(live)
+    )
     if search:
         agents = agents.filter(
             Q(name__icontains=search) | Q(harness_id__icontains=search) | Q(id__icontains=search)
         )
+    key = SORTS[sort]
+    agents = agents.order_by(f"-{key}" if order == "desc" else key, "-created_at", "id")
     return list(agents[offset : offset + limit]), agents.count()
 
 

@@ -281,7 +281,33 @@ def test_list_paginates_newest_first(api_client):
     assert [agent["name"] for agent in body["data"]] == ["agent-3", "agent-2"]
 
 
-@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"offset": -1}, {"limit": "x"}])
+def test_list_items_count_sessions_and_sort_as_the_reference_does(api_client):
+    for name in ("b-idle", "a-busy", "c-done"):
+        assert create(api_client, name=name).status_code == 201
+    busy, done = Agent.objects.get(name="a-busy"), Agent.objects.get(name="c-done")
+    for status in (Session.Status.READY, Session.Status.DEAD):
+        Session.objects.create(agent=busy, harness_id="shell", status=status)
+    for _ in range(3):
+        Session.objects.create(agent=done, harness_id="shell", status=Session.Status.FAILED)
+
+    def listed(**query):
+        return [
+            (a["name"], a["session_count"], a["has_active_session"])
+            for a in api_client.get(AGENTS, query).json()["data"]
+        ]
+
+    assert listed() == [("c-done", 3, False), ("a-busy", 2, True), ("b-idle", 0, False)]
+    assert [name for name, *_ in listed(sort="name", order="asc")] == ["a-busy", "b-idle", "c-done"]
+    assert [name for name, *_ in listed(sort="sessions")] == ["c-done", "a-busy", "b-idle"]
+    assert listed(sort="sessions", order="asc", limit=1) == [("b-idle", 0, False)]
+    refused = api_client.get(AGENTS, {"sort": "secret"})
+    assert refused.status_code == 400
+    assert "sort" in refused.json()["fields"]
+
+
+@pytest.mark.parametrize(
+    "query", [{"limit": 0}, {"limit": 201}, {"offset": -1}, {"limit": "x"}, {"order": "up"}]
+)
 def test_list_rejects_bad_paging(api_client, query):
     response = api_client.get(AGENTS, query)
     assert response.status_code == 400

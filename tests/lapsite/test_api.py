@@ -27,7 +27,7 @@ def test_every_answer_is_json_whatever_the_client_accepts(api_client, anon_clien
     assert "data" in assert_json(api_client.get(f"{API}/agents", HTTP_ACCEPT=accept), 200)
     assert_json(api_client.get(f"{API}/agents/nope", HTTP_ACCEPT=accept), 404, "not_found")
     assert_json(anon_client.get(f"{API}/agents", HTTP_ACCEPT=accept), 401, "not_authenticated")
-    invalid = api_client.post(f"{API}/agents", {}, format="json", HTTP_ACCEPT=accept)
+    invalid = api_client.post(f"{API}/agents", {"name": ""}, format="json", HTTP_ACCEPT=accept)
     assert_json(invalid, 400, "invalid")
 
 

@@ -80,6 +80,16 @@ POOL_CANDIDATES = 8  # warm rows read per claim round; a lost race moves to the 
 # A session's initial prompt runs as a task: as long as a turn may (conversation.TURN_TIMEOUT).
 FIRST_TURN_TIMEOUT = 30 * 60 + 60
 HISTORY_MAX_CHARS = 200_000  # of earlier text handed to a restarted sandbox (newest kept)
+# What a bring-up run inline (a warm claim; the task queue in tests) may have changed on the
+# session, read back before answering: a session that failed at once comes with its reason.
+BRING_UP_FIELDS = (
+    "status",
+    "phase",
+    "phase_detail",
+    "failure_reason",
+    "stopped_at",
+    "last_seen_at",
+)
 # Recorded where claims run: in the API request (daphne, the process /metrics serves).
 POOL_CLAIMS = MetricCounter(
     "lap_pool_claims",
@@ -209,7 +219,7 @@ def session_create(
     session_id = session.id
     transaction.on_commit(lambda: session_start(session_id))
     # Outside a transaction the claim has just run: answer with what it did.
-    session.refresh_from_db(fields=["status", "phase", "phase_detail", "last_seen_at"])
+    session.refresh_from_db(fields=BRING_UP_FIELDS)
     return session
 
 
@@ -690,7 +700,8 @@ def platform_down() -> dict[str, int]:
 
 
 def session_restart(session: Session) -> Session:
-    """Give the session a new sandbox, keeping its conversation; returns it ``creating``.
+    """Give the session a new sandbox, keeping its conversation; returns it ``creating`` (or
+    as a bring-up that ran at once left it: ``ready``, or ``failed`` with its reason).
 
     The old sandbox is destroyed (its files and processes are gone); the bring-up then runs
     as for a new session, and an API harness gets the conversation so far as ``history``.
@@ -713,7 +724,7 @@ def session_restart(session: Session) -> Session:
     _destroy_sandboxes(session)
     session_id = session.id
     transaction.on_commit(lambda: session_start(session_id))
-    session.refresh_from_db(fields=["status", "phase", "phase_detail", "last_seen_at"])
+    session.refresh_from_db(fields=BRING_UP_FIELDS)
     return session
 
 

@@ -49,6 +49,19 @@ def test_create_then_bring_up_then_get_ready(api_client, agent, django_capture_o
     assert body["last_seen_at"] is not None
 
 
+@pytest.mark.django_db(transaction=True)  # the bring-up runs within the request, as a claim does
+def test_a_session_that_fails_at_once_is_answered_with_its_reason(api_client, agent, fake_driver):
+    fake_driver.fail("create", "no capacity")
+    created = api_client.post(f"{BASE}/agents/{agent.id}/session", {}, format="json").json()
+    assert (created["status"], created["failure_reason"]) == ("failed", "no capacity")
+    fake_driver.fail("create", "still no capacity")
+    restarted = api_client.post(f"{BASE}/sessions/{created['id']}/restart").json()
+    assert (restarted["status"], restarted["failure_reason"]) == ("failed", "still no capacity")
+    assert api_client.get(f"{BASE}/sessions/{created['id']}").json()["failure_reason"] == (
+        "still no capacity"
+    )
+
+
 def test_api_harness_session_has_no_tty(api_client, user):
     from agents.services import agent_create
 

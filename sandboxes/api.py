@@ -33,10 +33,12 @@ class SessionSerializer(serializers.ModelSerializer):
     agent_id = serializers.UUIDField(read_only=True)
     supports_tui = serializers.BooleanField(read_only=True)
     tty_url = serializers.SerializerMethodField(
-        help_text="relative WebSocket path of the terminal; null for API harnesses"
+        help_text="relative WebSocket path of the terminal while the session is `ready`; "
+        "else null, and always null for API harnesses"
     )
     tty_token = serializers.SerializerMethodField(
-        help_text="signed, expiring token for the terminal; null for API harnesses"
+        help_text="signed, expiring token for the terminal while the session is `ready`; "
+        "else null, and always null for API harnesses"
     )
     idle_timeout_ms = serializers.SerializerMethodField()
 
@@ -57,13 +59,18 @@ class SessionSerializer(serializers.ModelSerializer):
             "last_seen_at",
         ]
 
+    @staticmethod
+    def _has_tty(session: Session) -> bool:
+        """Only a ready terminal session has a terminal to attach to (as in LAP)."""
+        return session.supports_tui and session.status == Session.Status.READY
+
     def get_tty_url(self, session: Session) -> str | None:
-        if not session.supports_tui:
+        if not self._has_tty(session):
             return None
         return reverse("sandboxes:session-item", args=[session.id]) + "/tty"
 
     def get_tty_token(self, session: Session) -> str | None:
-        return services.tty_token_mint(session) if session.supports_tui else None
+        return services.tty_token_mint(session) if self._has_tty(session) else None
 
     def get_idle_timeout_ms(self, session: Session) -> int:
         return settings.LAP_IDLE_TIMEOUT * 1000

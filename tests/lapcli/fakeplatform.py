@@ -75,6 +75,7 @@ class Session:
     messages: list[str] = field(default_factory=list)
 
     def to_api(self) -> dict[str, Any]:
+        has_tty = self.agent.supports_tui and self.status == "ready"  # as the platform says
         return {
             "id": self.id,
             "agent_id": self.agent.id,
@@ -83,8 +84,8 @@ class Session:
             "phase_detail": None,
             "failure_reason": self.failure_reason,
             "supports_tui": self.agent.supports_tui,
-            "tty_url": f"{API}/sessions/{self.id}/tty",
-            "tty_token": self.tty_token,
+            "tty_url": f"{API}/sessions/{self.id}/tty" if has_tty else None,
+            "tty_token": self.tty_token if has_tty else None,
             "created_at": "2026-01-01T00:00:00Z",
         }
 

@@ -35,8 +35,7 @@ def test_create_returns_creating_at_once(api_client, agent, fake_driver):
     assert set(body) == FIELDS
     assert (body["status"], body["agent_id"]) == ("creating", str(agent.id))
     assert body["supports_tui"] is True
-    assert body["tty_url"] == f"/api/v1/managed_agents/sessions/{body['id']}/tty"
-    assert services.tty_token_check(body["tty_token"], body["id"])
+    assert (body["tty_url"], body["tty_token"]) == (None, None)  # no terminal until ready
     assert not fake_driver.sandboxes  # bring-up runs after commit, in the background
     assert Session.objects.get(pk=body["id"]).title == "hi"
 
@@ -60,6 +59,28 @@ def test_a_session_that_fails_at_once_is_answered_with_its_reason(api_client, ag
     assert api_client.get(f"{BASE}/sessions/{created['id']}").json()["failure_reason"] == (
         "still no capacity"
     )
+
+
+def test_tty_url_and_token_only_while_ready(api_client, session, agent, user):
+    url = f"{BASE}/sessions/{session.id}"
+    creating = api_client.get(url).json()
+    assert (creating["status"], creating["tty_url"], creating["tty_token"]) == (
+        "creating",
+        None,
+        None,
+    )
+    services.session_bring_up(session.id)
+    ready = api_client.get(url).json()
+    assert ready["status"] == "ready"
+    assert ready["tty_url"] == f"{url}/tty"
+    assert services.tty_token_check(ready["tty_token"], session.id)
+    services.session_stop(session)
+    dead = api_client.get(url).json()
+    assert (dead["status"], dead["tty_url"], dead["tty_token"]) == ("dead", None, None)
+    failing = services.session_create(agent=agent, user=user)
+    services.session_fail(failing, "no capacity")
+    failed = api_client.get(f"{BASE}/sessions/{failing.id}").json()
+    assert (failed["status"], failed["tty_url"], failed["tty_token"]) == ("failed", None, None)
 
 
 def test_api_harness_session_has_no_tty(api_client, user):

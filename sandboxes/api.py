@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from agents.api import AGENT_ID
 from agents.services import agent_get
+from lapsite.fields import StrictCharField
 from lapsite.schema import errors
 from sandboxes import services
 from sandboxes.models import Session
@@ -77,10 +78,10 @@ class SessionSerializer(serializers.ModelSerializer):
 
 
 class SessionCreateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    initial_prompt = serializers.CharField(required=False, allow_blank=True, default="")
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    initial_prompt = StrictCharField(required=False, allow_blank=True, default="")
     env_vars = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        child=StrictCharField(allow_blank=True, trim_whitespace=False),
         required=False,
         default=dict,
         help_text="NAME → secret value for this session only; stubbed like agent secrets",
@@ -157,7 +158,7 @@ class SessionItemApi(APIView):
 
 class SessionExecSerializer(serializers.Serializer):
     argv = serializers.ListField(
-        child=serializers.CharField(max_length=4096, allow_blank=True, trim_whitespace=False),
+        child=StrictCharField(max_length=4096, allow_blank=True, trim_whitespace=False),
         min_length=1,
         max_length=256,
         help_text="the program and its arguments (no shell; use `sh -c` for one)",

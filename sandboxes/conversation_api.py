@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from lapsite.fields import StrictCharField
 from lapsite.schema import errors
 from sandboxes import conversation, services
 from sandboxes.api import SESSION_ID, SessionSerializer
@@ -30,11 +31,11 @@ KEEPALIVE = 15.0  # seconds of silence before an SSE comment line, so idle strea
 
 class TextPartSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=["text"])
-    text = serializers.CharField(trim_whitespace=False, max_length=200_000)
+    text = StrictCharField(trim_whitespace=False, max_length=200_000)
 
 
 class MessageSendSerializer(serializers.Serializer):
-    text = serializers.CharField(
+    text = StrictCharField(
         required=False, trim_whitespace=False, max_length=200_000, help_text="the message"
     )
     parts = TextPartSerializer(

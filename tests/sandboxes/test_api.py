@@ -115,6 +115,20 @@ def test_create_rejects_bad_env_vars(api_client, agent, env_vars, message):
     assert not Session.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"title": 5}, "title: must be a string"),
+        ({"initial_prompt": 42}, "initial_prompt: must be a string"),
+        ({"env_vars": {"TOK": 7}}, "env_vars: TOK: must be a string"),
+    ],
+)
+def test_create_refuses_values_that_are_not_strings(api_client, agent, body, error):
+    response = api_client.post(f"{BASE}/agents/{agent.id}/session", body, format="json")
+    assert (response.status_code, response.json()["error"]) == (400, error)
+    assert not Session.objects.exists()
+
+
 def test_create_refuses_a_mask_as_an_env_var_value(api_client, agent):
     masked = api_client.get(f"{BASE}/agents/{agent.id}").json()["env_vars"]
     response = api_client.post(
@@ -183,3 +197,15 @@ def test_idle_timeout_is_reported_in_ms(api_client, ready_session, settings):
 
 def test_token_user_can_use_sessions(token_client, ready_session):
     assert token_client.get(f"{BASE}/sessions/{ready_session.id}").status_code == 200
+
+
+# --- exec ----------------------------------------------------------------------------
+
+
+def test_exec_refuses_arguments_that_are_not_strings(api_client, ready_session, fake_driver):
+    response = api_client.post(
+        f"{BASE}/sessions/{ready_session.id}/exec", {"argv": ["sleep", 1]}, format="json"
+    )
+    assert (response.status_code, response.json()["error"]) == (400, "argv: 1: must be a string")
+    (sandbox,) = fake_driver.sandboxes.values()
+    assert all(run["argv"][0] != "sleep" for run in sandbox.execs)

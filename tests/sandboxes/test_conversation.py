@@ -150,6 +150,8 @@ def test_message_takes_parts(api_client, api_session):
         ({"parts": []}, "the message is empty"),
         ({"parts": [{"type": "image", "text": "x"}]}, "parts"),
         ({"parts": "hello"}, "parts"),
+        ({"text": 123}, "text: must be a string"),
+        ({"parts": [{"type": "text", "text": 4.5}]}, "parts: 0: text: must be a string"),
     ],
 )
 def test_message_rejects_bad_bodies(api_client, api_session, body, message):

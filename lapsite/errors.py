@@ -31,6 +31,14 @@ class Conflict(LapError):
     default_message = "conflict"
 
 
+class TooLarge(LapError):
+    """The request is larger than the platform takes (or can forward to a sandbox)."""
+
+    status = 413
+    code = "too_large"
+    default_message = "request too large"
+
+
 class Unavailable(LapError):
     """A backend (driver, sandbox, database) cannot serve the request right now."""
 

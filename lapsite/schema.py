@@ -53,6 +53,7 @@ _DESCRIPTIONS = {
     403: "not allowed",
     404: "not found",
     409: "conflict with the current state",
+    413: "too large (the message names the limit)",
     502: "the harness in the sandbox failed",
     503: "a backend is unavailable",
 }

@@ -22,6 +22,7 @@ from agents.services import agent_get
 from lapsite.fields import StrictCharField
 from lapsite.schema import errors
 from sandboxes import services
+from sandboxes.limits import EXEC_ARGV_MAX_BYTES, MESSAGE_MAX_BYTES
 from sandboxes.models import Session
 from sandboxes.session_io import session_exec, session_recording
 
@@ -79,7 +80,13 @@ class SessionSerializer(serializers.ModelSerializer):
 
 class SessionCreateSerializer(serializers.Serializer):
     title = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
-    initial_prompt = StrictCharField(required=False, allow_blank=True, default="")
+    initial_prompt = StrictCharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=f"an API harness's first message; at most {MESSAGE_MAX_BYTES} bytes (UTF-8), "
+        "else 413",
+    )
     env_vars = serializers.DictField(
         child=StrictCharField(allow_blank=True, trim_whitespace=False),
         required=False,
@@ -104,7 +111,7 @@ class AgentSessionApi(APIView):
         operation_id="sessions_create",
         parameters=[AGENT_ID],
         request=SessionCreateSerializer,
-        responses={201: SessionSerializer, **errors(400, 404, 409)},
+        responses={201: SessionSerializer, **errors(400, 404, 409, 413)},
         description=(
             "Returns at once: `ready` when a warm sandbox was claimed, else `creating`; "
             "poll the session until `ready`."
@@ -161,7 +168,8 @@ class SessionExecSerializer(serializers.Serializer):
         child=StrictCharField(max_length=4096, allow_blank=True, trim_whitespace=False),
         min_length=1,
         max_length=256,
-        help_text="the program and its arguments (no shell; use `sh -c` for one)",
+        help_text="the program and its arguments (no shell; use `sh -c` for one); at most "
+        f"{EXEC_ARGV_MAX_BYTES} bytes (UTF-8) in all, else 413",
     )
     timeout = serializers.FloatField(
         required=False, default=600, min_value=0.1, max_value=3600, help_text="seconds"
@@ -210,7 +218,7 @@ class SessionExecApi(APIView):
                 ExecEventSerializer,
                 description="one JSON event per line: output chunks, then `{exit_code}`",
             ),
-            **errors(400, 404, 409, 503),
+            **errors(400, 404, 409, 413, 503),
         },
         description="Runs one command in the sandbox with the harness's (stub) environment.",
     )

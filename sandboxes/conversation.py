@@ -12,7 +12,8 @@ with the reason. The turn's frames (the Server-Sent Events' payloads):
 - ``{"type": "ready"}``, then ``{"type": "harness_event", "event": {...}}`` as the harness
   works (opencode-shaped events: ``message.part.updated``, ``message.part.delta`` …);
 - last, ``{"type": "done", "message": {"info", "parts"}}`` or ``{"type": "error",
-  "message": "..."}``.
+  "message": "..."}`` (with ``"code": "too_large"`` when the sandbox refused the message's
+  size).
 
 Nothing here holds a database connection while it waits on the sandbox: database work runs
 in short calls that give their connection back (``_db``).
@@ -33,10 +34,12 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connections
 from django.utils import timezone
 
-from lapsite.errors import Conflict, LapError, Unavailable
+from lapsite.errors import Conflict, LapError, TooLarge, Unavailable
 from sandboxes import services
+from sandboxes.limits import MESSAGE_MAX_BYTES, utf8_size
 from sandboxes.models import Session, SessionMessage
 from sandboxes.registry import runner_client
+from sandboxes.runner.protocol import MAX_BODY_BYTES
 from sandboxes.runner_client import RunnerError
 
 logger = logging.getLogger(__name__)
@@ -108,11 +111,16 @@ def conversation_log(session: Session) -> list[dict[str, Any]]:
 def turn_begin(session: Session, parts: list[dict[str, Any]]) -> Turn:
     """Claim the session's turn slot and record the user message as ``pending``.
 
-    ``Conflict`` for a terminal session (``tui_session``), a session that is not ready
-    (``not_ready``) or one whose turn is in flight (``turn_in_flight``). A slot left by a turn
-    that can no longer finish (the platform stopped mid-turn) is taken over, and that turn's
-    user message failed.
+    ``TooLarge`` for parts with more than ``MESSAGE_MAX_BYTES`` of text. ``Conflict`` for a
+    terminal session (``tui_session``), a session that is not ready (``not_ready``) or one
+    whose turn is in flight (``turn_in_flight``). A slot left by a turn that can no longer
+    finish (the platform stopped mid-turn) is taken over, and that turn's user message failed.
     """
+    size = utf8_size(part["text"] for part in parts)
+    if size > MESSAGE_MAX_BYTES:
+        raise TooLarge(
+            f"the message is too large: {size} bytes of text (UTF-8), at most {MESSAGE_MAX_BYTES}"
+        )
     require_api_harness(session)
     runner_url, token = services.session_runner(session)
     now = timezone.now()
@@ -173,6 +181,8 @@ def _turn_finish(turn: Turn, final: dict[str, Any]) -> Frame:
     else:
         services.session_message_fail(user, final["error"])
         frame = {"type": "error", "message": final["error"]}
+        if "code" in final:
+            frame["code"] = final["code"]
     Session.objects.filter(pk=turn.session_id, turn_started_at=turn.started_at).update(
         turn_started_at=None
     )
@@ -183,6 +193,11 @@ def _turn_finish(turn: Turn, final: dict[str, Any]) -> Frame:
 def _runner_failure(error: RunnerError) -> str:
     if error.status == 409:
         return "the harness is still busy with an earlier turn: abort it, or restart the session"
+    if error.status == 413:
+        return (
+            "the sandbox refused the message as too large "
+            f"(its runner takes at most {MAX_BODY_BYTES} bytes a request)"
+        )
     return f"the sandbox is unreachable: {error}"
 
 
@@ -218,7 +233,10 @@ async def _run_on_runner(turn: Turn, emit: Callable[[Frame], None]) -> dict[str,
         await sync_to_async(_abort_quietly, thread_sensitive=False)(client)
         return {"type": "error", "error": f"the turn ran over {TURN_TIMEOUT}s and was aborted"}
     except RunnerError as error:
-        return {"type": "error", "error": _runner_failure(error)}
+        failure = {"type": "error", "error": _runner_failure(error)}
+        if error.status == 413:
+            failure["code"] = TooLarge.code
+        return failure
     finally:
         client.close()
 
@@ -262,9 +280,12 @@ async def _turn_last_frame(turn: Turn) -> Frame:
 def turn_run(turn: Turn) -> dict[str, Any]:
     """Run the turn to its end (blocking); the assistant message ``{"info", "parts"}``.
 
-    ``HarnessFailed`` (502) when the turn could not run.
+    ``HarnessFailed`` (502) when the turn could not run, ``TooLarge`` (413) when the sandbox
+    refused the message's size.
     """
     frame = async_to_sync(_turn_last_frame)(turn)
+    if frame["type"] == "error" and frame.get("code") == TooLarge.code:
+        raise TooLarge(frame["message"])
     if frame["type"] == "error":
         raise HarnessFailed(frame["message"])
     return frame["message"]

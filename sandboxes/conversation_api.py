@@ -25,6 +25,7 @@ from lapsite.fields import StrictCharField
 from lapsite.schema import errors
 from sandboxes import conversation, services
 from sandboxes.api import SESSION_ID, SessionSerializer
+from sandboxes.limits import MESSAGE_MAX_BYTES, MESSAGE_MAX_PARTS
 
 KEEPALIVE = 15.0  # seconds of silence before an SSE comment line, so idle streams stay open
 
@@ -36,10 +37,17 @@ class TextPartSerializer(serializers.Serializer):
 
 class MessageSendSerializer(serializers.Serializer):
     text = StrictCharField(
-        required=False, trim_whitespace=False, max_length=200_000, help_text="the message"
+        required=False,
+        trim_whitespace=False,
+        max_length=200_000,
+        help_text=f"the message; a message (`text` or all its `parts`) has at most "
+        f"{MESSAGE_MAX_BYTES} bytes of text (UTF-8), else 413",
     )
     parts = TextPartSerializer(
-        many=True, required=False, help_text="the message as parts (instead of `text`)"
+        many=True,
+        required=False,
+        max_length=MESSAGE_MAX_PARTS,
+        help_text="the message as parts (instead of `text`)",
     )
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +85,8 @@ class ServerSentEventSerializer(serializers.Serializer):
         help_text="one frame as JSON: `{type: ready|harness_event|done|error, event?, message?}`; "
         "harness_event carries `event` `{type, properties}` (message.updated, "
         "message.part.updated, message.part.delta, session.idle, …); done carries `message`, "
-        "the assistant turn {info, parts}; error carries `message`, why (a string)"
+        "the assistant turn {info, parts}; error carries `message`, why (a string), and "
+        "`code` `too_large` when the sandbox refused the message's size"
     )
 
 
@@ -159,7 +168,7 @@ class SessionMessageApi(APIView):
         operation_id="sessions_message",
         parameters=[SESSION_ID],
         request=MessageSendSerializer,
-        responses={200: MessageSerializer, **errors(400, 404, 409, 502, 503)},
+        responses={200: MessageSerializer, **errors(400, 404, 409, 413, 502, 503)},
         description=(
             "Sends one message to an API harness (claude-agent-sdk, opencode) and answers with "
             "the assistant turn when it ends. 409 `tui_session` for a terminal harness (attach "
@@ -179,7 +188,7 @@ class SessionMessageStreamApi(APIView):
         operation_id="sessions_message_stream",
         parameters=[SESSION_ID],
         request=MessageSendSerializer,
-        responses={(200, "text/event-stream"): SSE_RESPONSE, **errors(400, 404, 409)},
+        responses={(200, "text/event-stream"): SSE_RESPONSE, **errors(400, 404, 409, 413)},
         description=(
             "Like `/message`, streamed. The turn runs to its end and is logged even if the "
             "client disconnects (abort it with `/abort`)."

@@ -31,7 +31,7 @@ from prometheus_client import Histogram
 from agents.harnesses import harness_get
 from agents.models import Agent
 from agents.validation import env_var_errors, first_error, label_errors
-from lapsite.errors import Conflict, LapError, NotFound
+from lapsite.errors import Conflict, LapError, NotFound, TooLarge
 from sandboxes.drivers.base import (
     LABEL_AGENT,
     LABEL_POOL_HARNESS,
@@ -45,6 +45,7 @@ from sandboxes.drivers.base import (
     SandboxSpec,
 )
 from sandboxes.harness_setup import HarnessContext, harness_setup
+from sandboxes.limits import MESSAGE_MAX_BYTES, utf8_size
 from sandboxes.models import Sandbox, Session, SessionMessage
 from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
@@ -199,13 +200,19 @@ def session_create(
 
     After commit, ``session_start`` claims a warm sandbox at once or enqueues a cold
     bring-up; the caller polls the session. Raises ``SessionInvalid`` for
-    bad ``env_vars`` or a title with control characters, and ``Conflict`` when the agent's
-    harness is unknown.
+    bad ``env_vars`` or a title with control characters, ``TooLarge`` for an
+    ``initial_prompt`` over ``MESSAGE_MAX_BYTES`` (it is sent as a message), and ``Conflict``
+    when the agent's harness is unknown.
     """
     env_plain = dict(env_vars or {})
     errors = env_var_errors(env_plain) | label_errors("title", title)
     if errors:
         raise SessionInvalid(first_error(errors))
+    prompt_size = utf8_size([initial_prompt])
+    if prompt_size > MESSAGE_MAX_BYTES:
+        raise TooLarge(
+            f"initial_prompt is too large: {prompt_size} bytes (UTF-8), at most {MESSAGE_MAX_BYTES}"
+        )
     if harness_get(agent.harness_id) is None:
         raise Conflict(f"agent's harness {agent.harness_id!r} is not available")
     session = Session.objects.create(

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from lapsite.errors import LapError, NotFound, Unavailable
+from lapsite.errors import LapError, NotFound, TooLarge, Unavailable
 from sandboxes import services
+from sandboxes.limits import EXEC_ARGV_MAX_BYTES, utf8_size
 from sandboxes.models import Session
 from sandboxes.recordings import recording_stored
 from sandboxes.registry import runner_client
+from sandboxes.runner.protocol import MAX_BODY_BYTES
 from sandboxes.runner_client import RunnerError
 
 
@@ -18,10 +20,16 @@ def session_exec(session: Session, *, argv: list[str], timeout: float) -> Iterat
 
     The first event is fetched before returning, so an unreachable runner is an
     ``Unavailable`` (503) and a program that cannot start a ``LapError`` (400) rather
-    than a broken stream. Raises ``Conflict`` (409) unless the session is ready. A
-    command that outlives ``timeout`` is killed and ends with
+    than a broken stream. Raises ``TooLarge`` (413) for an argv over ``EXEC_ARGV_MAX_BYTES``
+    (or one the runner refuses as too large) and ``Conflict`` (409) unless the session is
+    ready. A command that outlives ``timeout`` is killed and ends with
     ``{"exit_code": None, "error": "timeout"}``. Closing the iterator ends the command.
     """
+    size = utf8_size(argv)
+    if size > EXEC_ARGV_MAX_BYTES:
+        raise TooLarge(
+            f"argv is too large: {size} bytes (UTF-8) in all, at most {EXEC_ARGV_MAX_BYTES}"
+        )
     runner_url, token = services.session_runner(session)
     client = runner_client(runner_url, token)
     events = client.exec(argv, timeout=timeout)
@@ -35,6 +43,11 @@ def session_exec(session: Session, *, argv: list[str], timeout: float) -> Iterat
         if error.status == 400:  # the runner could not start the program, and says why
             reason = error.detail or f"cannot run {argv[0]!r}"
             raise LapError(f"{reason} (in the sandbox)", code="exec_failed") from None
+        if error.status == 413:
+            raise TooLarge(
+                "the sandbox refused the command as too large "
+                f"(its runner takes at most {MAX_BODY_BYTES} bytes a request)"
+            ) from None
         raise Unavailable("the sandbox is unreachable") from error
     services.session_touch(session.id)
     return _stream(first, events, client)

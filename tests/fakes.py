@@ -5,11 +5,12 @@
 raise ``DriverError``), ``before`` (run a callback at the start of an
 operation, e.g. to stop a session mid-bring-up), ``exit``, ``vanish`` and ``kill_vault``.
 Runner failures are ``RunnerError`` as with the real client: ``fail_runner``
-makes ``/start`` answer with one. ``/exec`` commands are recorded on the sandbox
-(``execs``) and exit 0 unless ``exec_handler(argv, env)`` answers ``(code, stdout, stderr)``
-(``None``: the default). Each sandbox's vault is the sidecar's own ``Vault``
-(``sidecar.control``, no mitmproxy), so pushes are unsealed and version-checked for real;
-``FakeSidecarClient`` speaks for it at ``fake-vault://<sandbox id>``.
+makes ``/start`` answer with one (a ``before("exec"|"turn", …)`` callback may raise one for
+other calls). ``/exec`` commands are recorded on the sandbox (``execs``) and exit 0 unless
+``exec_handler(argv, env)`` answers ``(code, stdout, stderr)`` (``None``: the default).
+Each sandbox's vault is the sidecar's own ``Vault`` (``sidecar.control``, no mitmproxy), so
+pushes are unsealed and version-checked for real; ``FakeSidecarClient`` speaks for it at
+``fake-vault://<sandbox id>``.
 
 An API harness (``/start`` with ``api``) gets a ``FakeConversation``: each turn answers
 ``echo: <text>`` word by word as opencode-shaped events, then ``done``. Tests steer it with
@@ -250,6 +251,7 @@ class FakeRunnerClient:
         return self.sandbox.conversation
 
     async def turn(self, parts: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        self.driver._enter("turn")
         conversation = self._conversation()
         async for line in conversation.turn(parts):
             self._check_alive()

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
 from sandboxes import services
+from sandboxes.limits import EXEC_ARGV_MAX_BYTES, MESSAGE_MAX_BYTES
 from sandboxes.models import Session
+from sandboxes.runner.protocol import MAX_BODY_BYTES
+from sandboxes.runner_client import RunnerError
 
 pytestmark = pytest.mark.django_db
 
@@ -129,6 +133,16 @@ def test_create_refuses_values_that_are_not_strings(api_client, agent, body, err
     assert not Session.objects.exists()
 
 
+def test_create_refuses_an_initial_prompt_larger_than_a_message(api_client, agent):
+    prompt = "é" * (MESSAGE_MAX_BYTES // 2 + 1)  # two bytes each in UTF-8
+    response = api_client.post(
+        f"{BASE}/agents/{agent.id}/session", {"initial_prompt": prompt}, format="json"
+    )
+    assert (response.status_code, response.json()["code"]) == (413, "too_large")
+    assert f"at most {MESSAGE_MAX_BYTES}" in response.json()["error"]
+    assert not Session.objects.exists()
+
+
 def test_create_refuses_a_mask_as_an_env_var_value(api_client, agent):
     masked = api_client.get(f"{BASE}/agents/{agent.id}").json()["env_vars"]
     response = api_client.post(
@@ -209,3 +223,39 @@ def test_exec_refuses_arguments_that_are_not_strings(api_client, ready_session, 
     assert (response.status_code, response.json()["error"]) == (400, "argv: 1: must be a string")
     (sandbox,) = fake_driver.sandboxes.values()
     assert all(run["argv"][0] != "sleep" for run in sandbox.execs)
+
+
+def test_exec_refuses_an_argv_larger_than_the_sandbox_takes(api_client, ready_session, fake_driver):
+    argv = ["echo"] + ["é" * 4096] * 130  # each within the per-argument limit; 1 MB in all
+    response = api_client.post(
+        f"{BASE}/sessions/{ready_session.id}/exec", {"argv": argv}, format="json"
+    )
+    assert (response.status_code, response.json()["code"]) == (413, "too_large")
+    assert response.json()["error"] == (
+        f"argv is too large: 1064964 bytes (UTF-8) in all, at most {EXEC_ARGV_MAX_BYTES}"
+    )
+    (sandbox,) = fake_driver.sandboxes.values()
+    assert all(run["argv"][0] != "echo" for run in sandbox.execs)
+
+
+def test_the_largest_argv_taken_fits_the_runners_cap_however_json_writes_it():
+    argv = ["\x01" * (EXEC_ARGV_MAX_BYTES // 256)] * 256  # six bytes each as JSON
+    body = {"argv": argv, "timeout": 3600.0, "cwd": None}  # as RunnerClient.exec sends it
+    encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert len(encoded) < MAX_BODY_BYTES
+
+
+def test_exec_refused_by_the_runner_as_too_large_is_413(api_client, ready_session, fake_driver):
+    def refuse() -> None:
+        raise RunnerError("runner answered 413 to /exec", status=413)
+
+    fake_driver.before("exec", refuse)
+    response = api_client.post(
+        f"{BASE}/sessions/{ready_session.id}/exec", {"argv": ["true"]}, format="json"
+    )
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "the sandbox refused the command as too large "
+        "(its runner takes at most 1048576 bytes a request)",
+        "code": "too_large",
+    }

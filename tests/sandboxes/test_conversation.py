@@ -23,7 +23,9 @@ from django.utils import timezone
 
 from agents.services import agent_create
 from sandboxes import conversation, services
+from sandboxes.limits import MESSAGE_MAX_BYTES, MESSAGE_MAX_PARTS
 from sandboxes.models import Session, SessionMessage
+from sandboxes.runner_client import RunnerError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -159,6 +161,36 @@ def test_message_rejects_bad_bodies(api_client, api_session, body, message):
     assert reply.status_code == 400
     assert message in reply.json()["error"]
     assert log(api_session) == []
+
+
+def test_a_message_larger_than_the_sandbox_takes_is_413(api_client, api_session, fake_driver):
+    parts = [{"type": "text", "text": "x" * 200_000}] * 6  # each part within its limit
+    reply = api_client.post(url(api_session, "message"), {"parts": parts}, format="json")
+    assert (reply.status_code, reply.json()["code"]) == (413, "too_large")
+    assert reply.json()["error"] == (
+        f"the message is too large: 1200000 bytes of text (UTF-8), at most {MESSAGE_MAX_BYTES}"
+    )
+    too_many = [{"type": "text", "text": "x"}] * (MESSAGE_MAX_PARTS + 1)
+    reply = api_client.post(url(api_session, "message"), {"parts": too_many}, format="json")
+    assert (reply.status_code, reply.json()["code"]) == (400, "invalid")
+    assert log(api_session) == []
+    (sandbox,) = fake_driver.sandboxes.values()
+    assert sandbox.conversation.turns == []
+
+
+def test_a_message_the_runner_refuses_as_too_large_is_413(api_client, api_session, fake_driver):
+    def refuse() -> None:
+        raise RunnerError("runner answered 413 to /turn", status=413)
+
+    fake_driver.before("turn", refuse)
+    reply = api_client.post(url(api_session, "message"), {"text": "hi"}, format="json")
+    assert reply.status_code == 413
+    assert reply.json() == {
+        "error": "the sandbox refused the message as too large "
+        "(its runner takes at most 1048576 bytes a request)",
+        "code": "too_large",
+    }
+    assert log(api_session) == [("user", "failed", "hi")]
 
 
 def test_a_turn_that_fails_fails_the_user_message_and_frees_the_session(

@@ -332,9 +332,16 @@ def events_source(session: Session) -> tuple[str, str]:
     return services.session_runner(session)
 
 
-async def session_events(runner_url: str, token: str, *, follow: bool) -> AsyncIterator[Frame]:
+async def session_events(
+    session_id: uuid.UUID, runner_url: str, token: str, *, follow: bool
+) -> AsyncIterator[Frame]:
     """``ready``, then the frames of the turn in flight (from its start) or of the next one,
-    until it ends — or of every turn while ``follow``; at most ``EVENTS_TIMEOUT``."""
+    until it ends — or of every turn while ``follow``; at most ``EVENTS_TIMEOUT``.
+
+    When the sandbox's stream ends early because the session was stopped, restarted or
+    deleted meanwhile, the last frame is an ``error`` saying so rather than why the sandbox
+    could no longer be read.
+    """
     yield {"type": "ready"}
     client = runner_client(runner_url, token)
     loop = asyncio.get_running_loop()
@@ -351,12 +358,29 @@ async def session_events(runner_url: str, token: str, *, follow: bool) -> AsyncI
                     yield {"type": "error", "message": line.get("error")}
                 if line.get("type") in FINAL and not follow:
                     return
-    except (TimeoutError, StopAsyncIteration):
+    except TimeoutError:
         return
+    except StopAsyncIteration:
+        if ended := await _db(_session_ended)(session_id):
+            yield {"type": "error", "message": ended}
     except RunnerError as error:
-        yield {"type": "error", "message": _runner_failure(error)}
+        ended = await _db(_session_ended)(session_id)
+        yield {"type": "error", "message": ended or _runner_failure(error)}
     finally:
         client.close()
+
+
+def _session_ended(session_id: uuid.UUID) -> str | None:
+    """Why the session no longer has the sandbox it had when ready; None while it is ready."""
+    session = Session.objects.filter(pk=session_id).only("status", "failure_reason").first()
+    if session is None:
+        return "the session was deleted"
+    if session.status == Session.Status.READY:
+        return None
+    if session.status == Session.Status.CREATING:
+        return "the session was restarted"
+    reason = session.failure_reason
+    return f"the session was stopped: {reason}" if reason else "the session was stopped"
 
 
 # --- the database from async code --------------------------------------------------------

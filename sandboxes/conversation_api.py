@@ -208,7 +208,8 @@ class SessionEventsApi(APIView):
         description=(
             "Tails the session's turns, whoever sent them: the turn in flight from its start, "
             "else the next one; ends after its `done`/`error` unless `follow`; at most 30 "
-            "minutes."
+            "minutes. When the session is stopped, restarted or deleted meanwhile, the last "
+            "frame is an `error` saying so (`the session was stopped`, with the reason if any)."
         ),
     )
     def get(self, request: Request, session_id: str) -> StreamingHttpResponse:
@@ -217,7 +218,8 @@ class SessionEventsApi(APIView):
         query.is_valid(raise_exception=True)
         runner_url, token = conversation.events_source(session)
         follow = query.validated_data["follow"]
-        return _event_stream(conversation.session_events(runner_url, token, follow=follow))
+        events = conversation.session_events(session.id, runner_url, token, follow=follow)
+        return _event_stream(events)
 
 
 class SessionMessagesApi(APIView):

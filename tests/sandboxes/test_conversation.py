@@ -337,6 +337,18 @@ async def test_events_tail_the_turn_in_flight_from_its_start(async_client, api_s
     assert [frame async for frame in frames] == []  # it ends after the turn
 
 
+async def test_following_events_ends_saying_the_session_was_stopped(async_client, api_session):
+    tail = await async_client.get(url(api_session, "events"), {"follow": "true"})
+    frames = sse_frames(tail)
+    assert await anext(frames) == {"type": "ready"}
+    stopped = await async_client.delete(f"{BASE}/sessions/{api_session.id}")
+    assert stopped.json()["status"] == "deleted"
+    async with asyncio.timeout(10):
+        assert [frame async for frame in frames] == [
+            {"type": "error", "message": "the session was stopped"}
+        ]
+
+
 async def test_the_turn_goes_on_when_its_client_leaves(async_client, api_session, held):
     response = await async_client.post(
         url(api_session, "message_stream"), {"text": "bye"}, content_type="application/json"

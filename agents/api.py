@@ -14,6 +14,7 @@ from agents.harnesses import DEFAULT_HARNESS, harness_ids
 from agents.models import Agent
 from agents.validation import agent_errors
 from lapsite.api import MAX_OFFSET
+from lapsite.fields import StrictCharField
 from lapsite.schema import errors
 
 AGENT_ID = OpenApiParameter(
@@ -21,18 +22,7 @@ AGENT_ID = OpenApiParameter(
 )
 
 
-class HostRuleField(serializers.CharField):
-    """A host rule, only ever a JSON string (``CharField`` would store ``1`` as ``"1"``)."""
-
-    default_error_messages = {"invalid": "must be a string"}
-
-    def to_internal_value(self, data: object) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-HostList = serializers.ListField(child=HostRuleField(max_length=253), max_length=200)
+HostList = serializers.ListField(child=StrictCharField(max_length=253), max_length=200)
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -70,33 +60,33 @@ class AgentSerializer(serializers.ModelSerializer):
 
 
 class AgentCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(
+    name = StrictCharField(
         max_length=100,
         required=False,
         help_text="unique; without one, a name is made from the model (claude-sonnet-4-6-3fa9c2)",
     )
-    model = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    harness_id = serializers.CharField(
+    model = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    harness_id = StrictCharField(
         max_length=50,
         required=False,
         default=DEFAULT_HARNESS,
         help_text=f"one of: {', '.join(harness_ids())}",
     )
-    prompt = serializers.CharField(required=False, allow_blank=True, default="")
-    repo_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    branch = serializers.CharField(max_length=255, required=False, allow_blank=True, default="main")
+    prompt = StrictCharField(required=False, allow_blank=True, default="")
+    repo_url = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
+    branch = StrictCharField(max_length=255, required=False, allow_blank=True, default="main")
     env_vars = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        child=StrictCharField(allow_blank=True, trim_whitespace=False),
         required=False,
         default=dict,
         help_text="NAME → secret value; stored encrypted, never returned",
     )
     env_var_hosts = serializers.DictField(child=HostList, required=False, default=dict)
     allow_out = serializers.ListField(
-        child=HostRuleField(max_length=253), required=False, default=list
+        child=StrictCharField(max_length=253), required=False, default=list
     )
     deny_out = serializers.ListField(
-        child=HostRuleField(max_length=253), required=False, default=list
+        child=StrictCharField(max_length=253), required=False, default=list
     )
     stop_on_vault_block = serializers.BooleanField(
         required=False,

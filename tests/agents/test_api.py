@@ -156,9 +156,12 @@ def test_repo_url_with_a_malformed_ipv6_host_is_a_field_error(api_client, agent,
             {"env_vars": {"T": "v"}, "env_var_hosts": {"T": [1.5]}},
             "env_var_hosts: T: 0: must be a string",
         ),
+        ({"name": 7}, "name: must be a string"),
+        ({"prompt": ["a"]}, "prompt: must be a string"),
+        ({"env_vars": {"T": 12345}}, "env_vars: T: must be a string"),
     ],
 )
-def test_host_rules_must_be_strings(api_client, rules, error):
+def test_strings_must_be_json_strings(api_client, rules, error):
     response = create(api_client, **rules)
     assert response.status_code == 400
     assert response.json()["error"] == error

@@ -28,7 +28,7 @@ from django_q.tasks import async_task
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Histogram
 
-from agents.harnesses import harness_get
+from agents.harnesses import HARNESSES, harness_get
 from agents.models import Agent
 from agents.validation import env_var_errors, first_error, label_errors
 from lapsite.errors import Conflict, LapError, NotFound, TooLarge
@@ -200,7 +200,8 @@ def session_create(
 
     After commit, ``session_start`` claims a warm sandbox at once or enqueues a cold
     bring-up; the caller polls the session. Raises ``SessionInvalid`` for
-    bad ``env_vars`` or a title with control characters, ``TooLarge`` for an
+    bad ``env_vars``, a title with control characters or an ``initial_prompt`` for a
+    terminal harness (nothing would read it), ``TooLarge`` for an
     ``initial_prompt`` over ``MESSAGE_MAX_BYTES`` (it is sent as a message), and ``Conflict``
     when the agent's harness is unknown.
     """
@@ -213,8 +214,15 @@ def session_create(
         raise TooLarge(
             f"initial_prompt is too large: {prompt_size} bytes (UTF-8), at most {MESSAGE_MAX_BYTES}"
         )
-    if harness_get(agent.harness_id) is None:
+    harness = harness_get(agent.harness_id)
+    if harness is None:
         raise Conflict(f"agent's harness {agent.harness_id!r} is not available")
+    if initial_prompt and harness.supports_tui:
+        api_harnesses = ", ".join(h.id for h in HARNESSES.values() if not h.supports_tui)
+        raise SessionInvalid(
+            f"initial_prompt: the {harness.id} harness is a terminal, which takes no first"
+            f" message; type it after attaching, or use an API harness ({api_harnesses})"
+        )
     session = Session.objects.create(
         agent=agent,
         harness_id=agent.harness_id,

@@ -453,8 +453,14 @@ def test_initial_prompt_runs_as_the_first_turn_once_ready(api_client, api_agent,
     assert len(log(session)) == 2  # not run again
 
 
-def test_initial_prompt_of_a_terminal_session_is_not_a_turn(api_client, agent):
-    created = api_client.post(
+def test_initial_prompt_for_a_terminal_harness_is_refused(api_client, agent):
+    """Nothing in a terminal session would read it: saying so beats dropping it silently."""
+    refused = api_client.post(
         f"{BASE}/agents/{agent.name}/session", {"initial_prompt": "ls"}, format="json"
-    ).json()
-    assert log(created["id"]) == []
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"] == (
+        "initial_prompt: the shell harness is a terminal, which takes no first message; type it"
+        " after attaching, or use an API harness (opencode, claude-agent-sdk)"
+    )
+    assert not Session.objects.exists()

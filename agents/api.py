@@ -21,7 +21,6 @@ AGENT_ID = OpenApiParameter(
     "agent_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="the agent's id or name"
 )
 
-
 HostList = serializers.ListField(child=StrictCharField(max_length=253), max_length=200)
 
 

@@ -45,8 +45,12 @@ UPDATABLE = (
 VAULT_FIELDS = frozenset({"env_vars", "env_var_hosts", "allow_out", "deny_out"})
 _SLUG_JUNK = re.compile(r"[^a-z0-9.]+")
 # GET /agents?sort=…: the reference API's names for the list's orders.
-SORTS = {"created_at": "created_at", "name": "name", "harness_id": "harness_id"}
-SORTS["sessions"] = "session_count"
+SORTS = {
+    "created_at": "created_at",
+    "name": "name",
+    "harness_id": "harness_id",
+    "sessions": "session_count",
+}
 
 
 class AgentInvalid(LapError):

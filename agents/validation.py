@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from agents.harnesses import harness_ids
+from sandboxes.limits import utf8_size
 from sandboxes.registry import SANDBOX_ENV_NAMES
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -157,7 +158,7 @@ def label_errors(field: str, value: str) -> Errors:
 
 
 def _prompt_errors(prompt: str) -> Errors:
-    size = len(prompt.encode())
+    size = utf8_size([prompt])
     if size > MAX_PROMPT_BYTES:
         return {"prompt": [f"at most {MAX_PROMPT_BYTES} bytes of UTF-8 ({size} given)"]}
     return {}

@@ -36,10 +36,9 @@ from django.utils import timezone
 
 from lapsite.errors import Conflict, LapError, TooLarge, Unavailable
 from sandboxes import services
-from sandboxes.limits import MESSAGE_MAX_BYTES, utf8_size
+from sandboxes.limits import MESSAGE_MAX_BYTES, require_at_most, runner_refusal
 from sandboxes.models import Session, SessionMessage
 from sandboxes.registry import runner_client
-from sandboxes.runner.protocol import MAX_BODY_BYTES
 from sandboxes.runner_client import RunnerError
 
 logger = logging.getLogger(__name__)
@@ -116,11 +115,8 @@ def turn_begin(session: Session, parts: list[dict[str, Any]]) -> Turn:
     whose turn is in flight (``turn_in_flight``). A slot left by a turn that can no longer
     finish (the platform stopped mid-turn) is taken over, and that turn's user message failed.
     """
-    size = utf8_size(part["text"] for part in parts)
-    if size > MESSAGE_MAX_BYTES:
-        raise TooLarge(
-            f"the message is too large: {size} bytes of text (UTF-8), at most {MESSAGE_MAX_BYTES}"
-        )
+    texts = (part["text"] for part in parts)
+    require_at_most("the message", texts, MESSAGE_MAX_BYTES, "bytes of text (UTF-8)")
     require_api_harness(session)
     runner_url, token = services.session_runner(session)
     now = timezone.now()
@@ -194,10 +190,7 @@ def _runner_failure(error: RunnerError) -> str:
     if error.status == 409:
         return "the harness is still busy with an earlier turn: abort it, or restart the session"
     if error.status == 413:
-        return (
-            "the sandbox refused the message as too large "
-            f"(its runner takes at most {MAX_BODY_BYTES} bytes a request)"
-        )
+        return runner_refusal("message")
     return f"the sandbox is unreachable: {error}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from lapsite.errors import TooLarge
 from sandboxes.runner.protocol import MAX_BODY_BYTES
 
 # An /exec body carries the argv as JSON, which writes a byte as at most six ("\u001f"); with
@@ -30,3 +31,20 @@ MESSAGE_MAX_PARTS = 1000  # their JSON takes at most some 26 kB beside the text
 def utf8_size(texts: Iterable[str]) -> int:
     """The bytes ``texts`` take together in UTF-8."""
     return sum(len(text.encode()) for text in texts)
+
+
+def require_at_most(
+    what: str, texts: Iterable[str], limit: int, counted: str = "bytes (UTF-8)"
+) -> None:
+    """``TooLarge`` (413) naming ``what``, its size and ``limit`` when ``texts`` exceed it."""
+    size = utf8_size(texts)
+    if size > limit:
+        raise TooLarge(f"{what} is too large: {size} {counted}, at most {limit}")
+
+
+def runner_refusal(what: str) -> str:
+    """Why a request the runner answered 413 failed (``what``: "command", "message")."""
+    return (
+        f"the sandbox refused the {what} as too large "
+        f"(its runner takes at most {MAX_BODY_BYTES} bytes a request)"
+    )

@@ -31,7 +31,7 @@ from prometheus_client import Histogram
 from agents.harnesses import HARNESSES, harness_get
 from agents.models import Agent
 from agents.validation import env_var_errors, first_error, label_errors
-from lapsite.errors import Conflict, LapError, NotFound, TooLarge
+from lapsite.errors import Conflict, LapError, NotFound
 from sandboxes.drivers.base import (
     LABEL_AGENT,
     LABEL_POOL_HARNESS,
@@ -45,7 +45,7 @@ from sandboxes.drivers.base import (
     SandboxSpec,
 )
 from sandboxes.harness_setup import HarnessContext, harness_setup
-from sandboxes.limits import MESSAGE_MAX_BYTES, utf8_size
+from sandboxes.limits import MESSAGE_MAX_BYTES, require_at_most
 from sandboxes.models import Sandbox, Session, SessionMessage
 from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
@@ -209,11 +209,7 @@ def session_create(
     errors = env_var_errors(env_plain) | label_errors("title", title)
     if errors:
         raise SessionInvalid(first_error(errors))
-    prompt_size = utf8_size([initial_prompt])
-    if prompt_size > MESSAGE_MAX_BYTES:
-        raise TooLarge(
-            f"initial_prompt is too large: {prompt_size} bytes (UTF-8), at most {MESSAGE_MAX_BYTES}"
-        )
+    require_at_most("initial_prompt", [initial_prompt], MESSAGE_MAX_BYTES)
     harness = harness_get(agent.harness_id)
     if harness is None:
         raise Conflict(f"agent's harness {agent.harness_id!r} is not available")

@@ -7,11 +7,10 @@ from typing import Any
 
 from lapsite.errors import LapError, NotFound, TooLarge, Unavailable
 from sandboxes import services
-from sandboxes.limits import EXEC_ARGV_MAX_BYTES, utf8_size
+from sandboxes.limits import EXEC_ARGV_MAX_BYTES, require_at_most, runner_refusal
 from sandboxes.models import Session
 from sandboxes.recordings import recording_stored
 from sandboxes.registry import runner_client
-from sandboxes.runner.protocol import MAX_BODY_BYTES
 from sandboxes.runner_client import RunnerError
 
 
@@ -25,11 +24,7 @@ def session_exec(session: Session, *, argv: list[str], timeout: float) -> Iterat
     ready. A command that outlives ``timeout`` is killed and ends with
     ``{"exit_code": None, "error": "timeout"}``. Closing the iterator ends the command.
     """
-    size = utf8_size(argv)
-    if size > EXEC_ARGV_MAX_BYTES:
-        raise TooLarge(
-            f"argv is too large: {size} bytes (UTF-8) in all, at most {EXEC_ARGV_MAX_BYTES}"
-        )
+    require_at_most("argv", argv, EXEC_ARGV_MAX_BYTES, "bytes (UTF-8) in all")
     runner_url, token = services.session_runner(session)
     client = runner_client(runner_url, token)
     events = client.exec(argv, timeout=timeout)
@@ -44,10 +39,7 @@ def session_exec(session: Session, *, argv: list[str], timeout: float) -> Iterat
             reason = error.detail or f"cannot run {argv[0]!r}"
             raise LapError(f"{reason} (in the sandbox)", code="exec_failed") from None
         if error.status == 413:
-            raise TooLarge(
-                "the sandbox refused the command as too large "
-                f"(its runner takes at most {MAX_BODY_BYTES} bytes a request)"
-            ) from None
+            raise TooLarge(runner_refusal("command")) from None
         raise Unavailable("the sandbox is unreachable") from error
     services.session_touch(session.id)
     return _stream(first, events, client)

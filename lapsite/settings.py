@@ -105,6 +105,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
         }
     )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database behind a network partition swallows the connect: without a limit each request
+    # would hold a worker thread for the kernel's two-minute SYN timeout instead of a 503.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("LAP_DB_CONNECT_TIMEOUT", default=5)
+    )
 
 REDIS_URL = env.str("REDIS_URL", default="")
 # Names this deployment's task queue and channel-layer keys: deployments sharing one Redis

@@ -11,9 +11,11 @@ Two ways in (DESIGN.md → Terminal protocol):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
+from django.contrib import auth
 from django.http.request import validate_host
 
 CLOSE_UNAUTHORIZED = 4401
@@ -47,6 +49,14 @@ def credentials_from_scope(scope: dict) -> Credentials:
         token = query.get("token", [None])[0]
     origin = headers.get("origin")
     return Credentials(token=token, origin=origin.decode("latin-1") if origin else None)
+
+
+def session_user(session):
+    """The user signed in to a browser session (anonymous if none); reads the database.
+
+    Django's ``auth.get_user`` needs only ``request.session``.
+    """
+    return auth.get_user(SimpleNamespace(session=session))
 
 
 def origin_allowed(origin: str | None) -> bool:

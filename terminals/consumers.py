@@ -40,6 +40,7 @@ from terminals.access import (
     CLOSE_TOO_BIG,
     TerminalDenied,
     credentials_from_scope,
+    session_user,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,17 @@ FORWARDED_CLOSE_CODES = {
 }
 
 
-@database_sync_to_async
+def in_worker_thread(func):
+    """``func`` made awaitable, run in a pool thread with a database connection of its own.
+
+    Not on the one thread that every ``thread_sensitive`` call outside a request shares: a
+    query that hangs (a database cut off mid-statement) would hold every terminal's attach
+    behind it. The bridge's queries are self-contained, so any thread will do.
+    """
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+@in_worker_thread
 def touch(session_id: str) -> None:
     """Record activity; a database outage must not end a terminal that needs no database."""
     try:
@@ -114,9 +125,7 @@ def _too_big(frame: bytes | str) -> bool:
 async def _connect_runner(scope: dict, session_id: str, send) -> ClientConnection | None:
     """The runner's ``/tty`` for this session, or None after closing the client with why."""
     try:
-        target = await database_sync_to_async(services.terminal_target)(
-            session_id, credentials_from_scope(scope), scope.get("user")
-        )
+        target = await in_worker_thread(_terminal_target)(scope, session_id)
         with RunnerClient(target.runner_url, target.runner_token) as client:
             return await client.connect_tty()
     except TerminalDenied as denied:
@@ -128,6 +137,13 @@ async def _connect_runner(scope: dict, session_id: str, send) -> ClientConnectio
         logger.warning("session %s: database unavailable: %s", session_id, type(error).__name__)
         await send({"type": "websocket.close", "code": CLOSE_RUNNER_UNAVAILABLE})
     return None
+
+
+def _terminal_target(scope: dict, session_id: str) -> services.TerminalTarget:
+    credentials = credentials_from_scope(scope)
+    # A token attach needs no user: the cookie's user is read only when there is no token.
+    user = None if credentials.token is not None else session_user(scope["session"])
+    return services.terminal_target(session_id, credentials, user)
 
 
 async def _pump_runner_output(runner: ClientConnection, send) -> None:

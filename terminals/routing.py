@@ -1,7 +1,12 @@
-"""WebSocket routes. Authentication happens in the consumer (tty token or cookie + Origin)."""
+"""WebSocket routes. Authentication happens in the consumer (tty token or cookie + Origin).
 
-from channels.auth import AuthMiddlewareStack
+Only the session cookie is parsed here, not the user behind it: Channels' auth middleware
+would look the user up before the consumer can accept, and a database that hangs would then
+hold the handshake past daphne's timeout instead of ending in a clear close code.
+"""
+
 from channels.routing import URLRouter
+from channels.sessions import SessionMiddlewareStack
 from django.urls import path, re_path
 
 from terminals.consumers import no_terminal, terminal_bridge
@@ -16,4 +21,4 @@ websocket_urlpatterns = [
     re_path(r"", no_terminal),
 ]
 
-websocket_application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+websocket_application = SessionMiddlewareStack(URLRouter(websocket_urlpatterns))

@@ -4,7 +4,8 @@
   or a runaway migration would; the platform's connections time out after
   ``LAP_SQLITE_TIMEOUT`` seconds with "database is locked".
 - Postgres: the platform reaches the server through ``CuttableProxy`` on loopback; ``cut()``
-  resets every connection and refuses new ones until ``restore()``.
+  resets every connection and refuses new ones until ``restore()``; ``stalled()`` lets the
+  server stop answering instead, as behind a network partition.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class CuttableProxy:
         self.target = target
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._listener = self._listen(0)
         self.port = self._listener.getsockname()[1]
 
@@ -63,18 +66,33 @@ class CuttableProxy:
         finally:
             self.restore()
 
+    @contextlib.contextmanager
+    def stalled(self) -> Iterator[None]:
+        """The server stops answering inside the block, as behind a network partition:
+        connections stay open but no byte crosses, and new ones connect but are never served."""
+        self._flowing.clear()
+        try:
+            yield
+        finally:
+            self._flowing.set()
+
     def cut(self) -> None:
         """Reset every relayed connection and refuse new ones."""
         with self._lock:
             listener, self._listener = self._listener, None
             doomed = list(self._sockets)
             self._sockets.clear()
+        # shutdown() first: close() alone does not wake a thread blocked in accept() or
+        # recv() on the socket, which then stays open (and its fd number can be reused).
         if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for sock in doomed:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
-                sock.close()
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def restore(self) -> None:
         with self._lock:
@@ -98,6 +116,7 @@ class CuttableProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            self._flowing.wait()
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
             except OSError:
@@ -116,6 +135,7 @@ class CuttableProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):

@@ -6,6 +6,8 @@
   bundle again, and egress (and interception records) work again;
 - the database unavailable for 10 s → the API answers 503 in the error shape (never 500),
   an attached terminal keeps working, and everything recovers without a restart;
+- the database behind a partition (connections hang rather than fail) → requests and new
+  attaches end after the connect timeout with 503 / close 4503, never hang;
 - the sandbox runs out of memory and ends → the session is ``dead`` with the reason
   ``OOMKilled`` (a bystander is unaffected).
 
@@ -40,6 +42,7 @@ from tests.reliability.sizes import sized
 RECONCILE = "sandboxes.tasks.sandbox_reconcile"
 CREATING_TIMEOUT = 12
 OUTAGE_SECONDS = 10
+CONNECT_TIMEOUT = 2
 
 
 # --- a worker killed during bring-up -----------------------------------------------------
@@ -151,10 +154,8 @@ def test_a_killed_vault_fails_closed_and_recovers_after_reconcile(platform, upst
 
 
 @pytest.fixture
-def outage_platform(start_platform):
-    """A platform, and a context manager that makes its database unavailable: a cut proxy in
-    front of Postgres (the second CI pass); on SQLite, an exclusive lock, which in WAL mode
-    stops writers but not readers."""
+def proxied_platform(start_platform):
+    """A platform, and the ``CuttableProxy`` in front of its Postgres (None on SQLite)."""
     proxies: list[CuttableProxy] = []
 
     def through_proxy(platform: LivePlatform) -> None:
@@ -163,10 +164,25 @@ def outage_platform(start_platform):
             proxy, platform.env["DATABASE_URL"] = CuttableProxy.for_url(url)
             proxies.append(proxy)
 
-    platform = start_platform(prepare=through_proxy, LAP_POOL_MAX="0", LAP_SQLITE_TIMEOUT="2")
-    if proxies:
-        yield platform, proxies[0].cut_off
-        proxies[0].close()
+    platform = start_platform(
+        prepare=through_proxy,
+        LAP_POOL_MAX="0",
+        LAP_SQLITE_TIMEOUT="2",
+        LAP_DB_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
+    )
+    yield platform, proxies[0] if proxies else None
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture
+def outage_platform(proxied_platform):
+    """A platform, and a context manager that makes its database unavailable: a cut proxy in
+    front of Postgres (the second CI pass); on SQLite, an exclusive lock, which in WAL mode
+    stops writers but not readers."""
+    platform, proxy = proxied_platform
+    if proxy is not None:
+        yield platform, proxy.cut_off
     else:
         yield platform, lambda: sqlite_locked(platform.home / "lap.sqlite3")
 
@@ -224,6 +240,50 @@ async def test_the_api_answers_503_while_the_database_is_away_and_recovers(outag
     for item in platform.api("GET", "/sessions", params={"status": "creating"}).json():
         ended = platform.wait_status(item["id"], timeout=60)
         assert ended["status"] in ("ready", "failed"), ended
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgres"),
+    reason="a network partition needs a database on the network (the Postgres CI pass)",
+)
+async def test_a_database_that_stops_answering_costs_a_bounded_wait_not_a_hung_platform(
+    proxied_platform,
+):
+    platform, proxy = proxied_platform
+    agent = platform.create_agent("db-partition")["name"]
+    session = platform.ready_session(agent)
+    cookie = platform.browser_cookie()
+    ws = await attach(platform.tty_url(session), session["tty_token"])
+    try:
+        await ws.recv()
+        with proxy.stalled():
+            # Each connect gives up after LAP_DB_CONNECT_TIMEOUT: a 503, not a request (and a
+            # worker thread) waiting on a server that will never answer.
+            async with asyncio.timeout(CONNECT_TIMEOUT * 10):
+                reply = await asyncio.to_thread(platform.api, "GET", f"/sessions/{session['id']}")
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["code"] == "unavailable", reply.text
+            # A new attach, by token or by cookie, is accepted at once and then closed with
+            # why, not dropped mid-handshake while it waits for the database.
+            for late in (
+                await attach(platform.tty_url(session), session["tty_token"]),
+                await attach(
+                    platform.tty_url(session),
+                    None,
+                    origin=platform.url,
+                    additional_headers={"Cookie": cookie},
+                ),
+            ):
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(CONNECT_TIMEOUT * 10):
+                        await late.recv()
+                assert late.close_code == 4503
+            await ws.send(b"echo still-$((6*7))\n")
+            await read_until(ws, b"still-42\r\n", timeout=10)
+    finally:
+        await ws.close()
+    reply = await asyncio.to_thread(platform.api, "GET", f"/sessions/{session['id']}")
+    assert reply.status_code == 200, reply.text
 
 
 # --- the sandbox out of memory -----------------------------------------------------------

@@ -10,7 +10,9 @@ are counted in UTF-8 bytes, as the runner receives them (inside a JSON body).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any
 
 from lapsite.errors import TooLarge
 from sandboxes.runner.protocol import MAX_BODY_BYTES
@@ -26,11 +28,20 @@ EXEC_ARGV_MAX_BYTES = MAX_BODY_BYTES // 8
 # cap, and its 413 is then answered as a 413 too.
 MESSAGE_MAX_BYTES = MAX_BODY_BYTES // 4
 MESSAGE_MAX_PARTS = 1000  # their JSON takes at most some 26 kB beside the text
+# A /start body carries a restarted session's earlier conversation, counted as the JSON it is
+# sent as: half the cap, leaving the other half to the harness's argv and environment.
+HISTORY_MAX_BYTES = MAX_BODY_BYTES // 2
 
 
 def utf8_size(texts: Iterable[str]) -> int:
     """The bytes ``texts`` take together in UTF-8."""
     return sum(len(text.encode()) for text in texts)
+
+
+def json_size(value: Any) -> int:
+    """The bytes ``value`` takes in a request body as the runner client sends it (JSON in
+    UTF-8, escapes included), plus one for the comma that joins it to its neighbour."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()) + 1
 
 
 def require_at_most(

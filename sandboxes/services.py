@@ -45,7 +45,7 @@ from sandboxes.drivers.base import (
     SandboxSpec,
 )
 from sandboxes.harness_setup import HarnessContext, harness_setup
-from sandboxes.limits import MESSAGE_MAX_BYTES, require_at_most
+from sandboxes.limits import HISTORY_MAX_BYTES, MESSAGE_MAX_BYTES, json_size, require_at_most
 from sandboxes.models import Sandbox, Session, SessionMessage
 from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
@@ -80,7 +80,6 @@ TOUCH_INTERVAL = timedelta(seconds=15)
 POOL_CANDIDATES = 8  # warm rows read per claim round; a lost race moves to the next
 # A session's initial prompt runs as a task: as long as a turn may (conversation.TURN_TIMEOUT).
 FIRST_TURN_TIMEOUT = 30 * 60 + 60
-HISTORY_MAX_CHARS = 200_000  # of earlier text handed to a restarted sandbox (newest kept)
 # What a bring-up run inline (a warm claim; the task queue in tests) may have changed on the
 # session, read back before answering: a session that failed at once comes with its reason.
 BRING_UP_FIELDS = (
@@ -835,7 +834,7 @@ def session_message_fail(message: SessionMessage, reason: str) -> bool:
 
 def session_history(session: Session) -> list[dict]:
     """The completed messages' text, oldest first, for a new sandbox of the session (the
-    runner's ``history``): the newest that fit ``HISTORY_MAX_CHARS``."""
+    runner's ``history``): the newest that fit ``HISTORY_MAX_BYTES`` of the /start body."""
     history: list[dict] = []
     size = 0
     completed = session.messages.filter(status=SessionMessage.Status.COMPLETE)
@@ -845,11 +844,13 @@ def session_history(session: Session) -> list[dict]:
             for part in message.parts
             if part.get("type") == "text" and isinstance(part.get("text"), str)
         ]
-        size += sum(len(part["text"]) for part in parts)
-        if size > HISTORY_MAX_CHARS:
+        if not parts:
+            continue
+        entry = {"role": message.role, "parts": parts}
+        size += json_size(entry)
+        if size > HISTORY_MAX_BYTES:
             break
-        if parts:
-            history.append({"role": message.role, "parts": parts})
+        history.append(entry)
     return history[::-1]
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from agents.services import agent_create
 from sandboxes import conversation, services
-from sandboxes.limits import MESSAGE_MAX_BYTES, MESSAGE_MAX_PARTS
+from sandboxes.limits import HISTORY_MAX_BYTES, MESSAGE_MAX_BYTES, MESSAGE_MAX_PARTS
 from sandboxes.models import Session, SessionMessage
 from sandboxes.runner_client import RunnerError
 
@@ -406,6 +406,23 @@ def test_restart_gives_a_new_sandbox_the_conversation(api_client, api_session, f
         "user",
         "assistant",
     ]
+
+
+def test_restart_hands_over_only_the_newest_history_the_runner_takes(api_session):
+    # Escape characters (terminal colours in a tool's output) take six bytes each as JSON:
+    # these 180,000 characters are some 1.08 MB in a /start body, over the runner's 1 MiB.
+    for seq in range(3):
+        SessionMessage.objects.create(
+            session=api_session,
+            seq=100 + seq,
+            role="assistant",
+            status=SessionMessage.Status.COMPLETE,
+            parts=[{"type": "text", "text": f"reply {seq} " + "\x1b" * 60_000}],
+        )
+    history = services.session_history(api_session)
+    assert [entry["parts"][0]["text"][:7] for entry in history] == ["reply 2"]
+    body = json.dumps(history, ensure_ascii=False, separators=(",", ":")).encode()
+    assert len(body) <= HISTORY_MAX_BYTES
 
 
 def test_restart_revives_a_dead_session_and_refuses_a_creating_one(

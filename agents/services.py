@@ -65,7 +65,7 @@ def agent_get(agent_id: str, *, viewer: AbstractBaseUser) -> Agent:
     try:
         lookup = Q(pk=uuid.UUID(agent_id))
     except ValueError:
-        lookup = Q(name=agent_id)
+        lookup = Q(name=unicodedata.normalize("NFC", agent_id))  # as names are stored
     # No name holds a control character (validation refuses them), and Postgres refuses a NUL
     # in a query outright: do not ask.
     visible = Agent.objects.visible_to(viewer)

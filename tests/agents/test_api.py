@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import quote
 
 import pytest
 
@@ -244,6 +245,11 @@ def test_names_are_stored_nfc_so_look_alikes_collide(api_client, agent):
     assert create(api_client, name="caf\u00e9").status_code == 409
     renamed = api_client.patch(f"{AGENTS}/{agent.id}", {"name": "cafe\u0301"}, format="json")
     assert renamed.status_code == 409
+    # Either spelling finds it, as either spelling named it.
+    for spelling in ("caf\u00e9", "cafe\u0301"):
+        found = api_client.get(f"{AGENTS}/{quote(spelling)}")
+        assert found.status_code == 200, found.content
+        assert found.json()["id"] == created.json()["id"]
 
 
 def test_name_may_not_be_a_uuid(api_client, agent):

@@ -307,9 +307,14 @@ def _handler(gateway: FakeGateway) -> type[http.server.BaseHTTPRequestHandler]:
             turn = gateway._take(request)
             if turn.status is not None:
                 text = f"scripted failure {turn.status}"
+                headers = {}
+                if turn.retry_after_ms is not None:
+                    headers["retry-after-ms"] = str(turn.retry_after_ms)
                 if request.api == ANTHROPIC:
-                    return self._json(turn.status, anthropic.error("api_error", text))
-                return self._json(turn.status, openai.error(text, "server_error"))
+                    error = anthropic.error("api_error", text)
+                else:
+                    error = openai.error(text, "server_error")
+                return self._json(turn.status, error, headers)
             streaming = bool(body.get("stream"))
             if not streaming and turn.hold is not None:
                 turn.hold.wait(turn.hold_timeout)
@@ -325,12 +330,14 @@ def _handler(gateway: FakeGateway) -> type[http.server.BaseHTTPRequestHandler]:
                 return self._sse(openai.chat_stream(turn, body))
             return self._json(200, openai.chat(turn, body))
 
-        def _json(self, status: int, data: Any) -> None:
+        def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
             payload = json.dumps(data).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("request-id", "req_fake")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)

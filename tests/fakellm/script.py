@@ -45,7 +45,8 @@ class Turn:
     ``hold``: when streaming, the gateway sends the first text delta, then waits until the
     event is set (or ``hold_timeout`` passes) before the rest: a turn that is still running,
     for abort tests. ``delay`` sleeps between streamed deltas. ``status``: the request is
-    answered with this HTTP error instead (``failure``), e.g. a 503 that clients retry.
+    answered with this HTTP error instead (``failure``), e.g. a 503 that clients retry, after
+    ``retry_after_ms`` if given (the ``retry-after-ms`` header clients honour).
     """
 
     blocks: list[Block]
@@ -53,6 +54,7 @@ class Turn:
     hold_timeout: float = 120.0
     delay: float = 0.0
     status: int | None = None
+    retry_after_ms: int | None = None
 
     @property
     def calls_tools(self) -> bool:
@@ -62,9 +64,9 @@ class Turn:
         return "".join(block.text for block in self.blocks if isinstance(block, Text))
 
 
-def failure(status: int = 503) -> Turn:
+def failure(status: int = 503, retry_after_ms: int | None = None) -> Turn:
     """A model request answered with HTTP ``status`` and the API's error body."""
-    return Turn([], status=status)
+    return Turn([], status=status, retry_after_ms=retry_after_ms)
 
 
 def as_turn(item: Turn | Block | str) -> Turn:

@@ -412,6 +412,21 @@ async def test_opencode_reports_a_retried_model_request(runner, gateway, workdir
     assert retry["attempt"] == 1 and retry["message"]
 
 
+async def test_opencode_ends_a_turn_whose_model_keeps_failing(runner, gateway, workdir):
+    # opencode retries a failed model request a few times (after retry-after-ms, when the
+    # answer gives one), then fails the turn with the error: the turn ends, it never hangs.
+    start_opencode(runner, gateway, workdir)
+    gateway.script(*[failure(503, retry_after_ms=10)] * 20)
+    events, final = await run_turn(runner.client, "Hello?")
+    assert final["type"] == "done", final
+    error = final["message"]["info"]["error"]
+    assert (error["name"], error["data"]["message"]) == ("APIError", "scripted failure 503")
+    attempts = [retry["attempt"] for retry in retries(events)]
+    assert attempts == list(range(1, len(gateway.model_requests())))
+    assert gateway.pending > 0
+    assert runner.client.health()["turn"] is False
+
+
 async def test_opencode_turn_aborted_while_it_waits_to_retry_says_it_was_aborted(
     runner, gateway, workdir
 ):

@@ -243,7 +243,10 @@ class TerminalModel:
         out = [
             "\x1b[0m",
             "\x1b[?1049h" if screen.in_alt_screen else "\x1b[?1049l",
-            "\x1b[r\x1b[H\x1b[2J",
+            # Erase from the top down (ED 0), not the whole display (ED 2): some terminals
+            # (VTE's, Konsole) scroll the screen into their history on ED 2, which would hold
+            # the tail of the scrollback just replayed twice.
+            "\x1b[r\x1b[H\x1b[J",
         ]
         default = screen.default_char
         sgr_cache: dict[tuple[object, ...], str] = {}

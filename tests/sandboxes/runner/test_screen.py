@@ -36,6 +36,20 @@ def test_snapshot_reproduces_colours_and_cursor():
     assert (view.cursor.y, view.cursor.x) == (3, 1)
 
 
+def test_snapshot_clears_without_pushing_the_replayed_tail_into_history():
+    # VTE (GNOME Terminal) and Konsole move the screen into their history on "erase the whole
+    # display" (ED 2): after the replayed scrollback, the lines already on screen would be in
+    # the history twice. Erasing from the top down (ED 0) clears the screen everywhere.
+    model = TerminalModel(20, 4)
+    model.append(b"$ ls\r\nfile\r\n$ ")
+    frame = model.snapshot()
+    replay, _, repaint = frame.partition(b"\x1b[0m\x1b[?1049l")
+    assert replay == b"$ ls\r\nfile\r\n$ "
+    assert b"\x1b[2J" not in repaint and repaint.startswith(b"\x1b[r\x1b[H\x1b[J")
+    view = client_view(b"old screen text\r\n" * 4 + frame, 20, 4)
+    assert [line.rstrip() for line in view.display] == ["$ ls", "file", "$", ""]
+
+
 def test_alternate_screen_is_restored_in_the_model():
     model = TerminalModel(20, 4)
     model.append(b"$ vim\r\n")

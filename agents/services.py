@@ -12,6 +12,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models.functions import Lower
 
 from agents.models import Agent
 from agents.validation import (
@@ -97,8 +98,12 @@ def agent_list(
         session_count=Count("sessions"), has_active_session=Exists(live)
     )
     if search:
-        agents = agents.filter(
-            Q(name__icontains=search) | Q(harness_id__icontains=search) | Q(id__icontains=search)
+        # Lower() on both sides, not icontains: SQLite's LIKE ignores case for ASCII only.
+        folded = search.lower()
+        agents = agents.annotate(name_folded=Lower("name")).filter(
+            Q(name_folded__contains=folded)
+            | Q(harness_id__icontains=search)
+            | Q(id__icontains=search)
         )
     key = SORTS[sort]
     agents = agents.order_by(f"-{key}" if order == "desc" else key, "-created_at", "id")

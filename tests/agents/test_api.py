@@ -337,6 +337,14 @@ def test_list_searches_name_harness_and_id(api_client):
     assert by_id["total"] == 1
 
 
+def test_list_search_ignores_case_beyond_ascii(api_client):
+    create(api_client, name="Émile-Ξ")
+    create(api_client, name="other")
+    for search in ("émile", "ÉMILE", "ξ"):
+        found = api_client.get(AGENTS, {"search": search}).json()
+        assert [a["name"] for a in found["data"]] == ["Émile-Ξ"], search
+
+
 def test_patch_changes_fields_and_keeps_masked_secrets(api_client, agent):
     current = api_client.get(f"{AGENTS}/{agent.id}").json()
     env_vars = {**current["env_vars"], "NEW": "new-value"}

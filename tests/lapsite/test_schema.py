@@ -5,6 +5,11 @@ import json
 import pytest
 import yaml
 from django.core.management import call_command
+from django.http import JsonResponse
+from django.test import RequestFactory
+
+from agents.api import AgentSerializer
+from tests.schema_conformance import SchemaMismatch, check_response
 
 pytestmark = pytest.mark.django_db
 
@@ -70,3 +75,43 @@ def test_the_schema_is_yaml_by_default_and_json_when_asked(anon_client, query, m
     assert schema["info"]["title"] == "LAP — agent platform API"
     suffix = "json" if query else "yaml"
     assert reply["Content-Disposition"] == f'inline; filename="lap-openapi.{suffix}"'
+
+
+def _checked(method: str, path: str, body: object, status: int = 200) -> None:
+    request = RequestFactory().generic(method, path)
+    check_response(request, JsonResponse(body, status=status, safe=False))
+
+
+def test_a_response_the_schema_describes_passes(agent):
+    _checked("GET", f"/api/v1/managed_agents/agents/{agent.id}", AgentSerializer(agent).data)
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"surprise": 1}, "at $: Additional properties are not allowed ('surprise' was"),
+        ({"supports_tui": "yes"}, "at $.supports_tui: 'yes' is not of type 'boolean'"),
+        ({"id": "not-a-uuid"}, "at $.id: 'not-a-uuid' is not a 'uuid'"),
+        ({"created_at": "yesterday"}, "at $.created_at: 'yesterday' is not a 'date-time'"),
+        ({"model": None}, "at $.model: None is not of type 'string'"),
+    ],
+)
+def test_a_body_off_the_schema_fails_with_its_json_path(agent, change, complaint):
+    body = {**AgentSerializer(agent).data, **change}
+    with pytest.raises(SchemaMismatch) as failure:
+        _checked("GET", f"/api/v1/managed_agents/agents/{agent.id}", body)
+    assert "agents_retrieve (GET /api/v1/managed_agents/agents/{agent_id})" in str(failure.value)
+    assert complaint in str(failure.value)
+
+
+def test_an_undocumented_status_fails():
+    with pytest.raises(SchemaMismatch, match="status 418 is not documented"):
+        _checked("GET", "/api/v1/managed_agents/agents", {"error": "tea", "code": "x"}, 418)
+
+
+def test_an_unknown_endpoint_may_only_answer_with_the_error_shape():
+    _checked("GET", "/api/v1/managed_agents/nowhere", {"error": "no", "code": "not_found"}, 404)
+    with pytest.raises(SchemaMismatch, match="no operation in the schema"):
+        _checked("GET", "/api/v1/managed_agents/nowhere", {}, 200)
+    with pytest.raises(SchemaMismatch, match="'code' is a required property"):
+        _checked("GET", "/api/v1/managed_agents/nowhere", {"error": "no"}, 404)

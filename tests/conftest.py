@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test import AsyncClient, Client
 from rest_framework.test import APIClient
 
 from accounts.services import api_token_issue
@@ -15,6 +16,7 @@ from sandboxes import registry
 from sandboxes.services import session_bring_up, session_create
 from tests.fakes import FakeDriver
 from tests.live import LivePlatform
+from tests.schema_conformance import check_response
 from vault.sidecar_client import use_sidecar
 
 SECRET = "ghp_s3cr3t-value-that-must-never-leak-9f2c"
@@ -26,6 +28,29 @@ def _remove_lap_home():
     home = Path(settings.LAP_HOME)
     if home.name.startswith("lap-test-"):  # only the mkdtemp of settings_test
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _responses_match_schema():
+    """Every API response a test client receives is checked against the OpenAPI schema
+    (tests/schema_conformance.py); a mismatch fails the test at the request that got it.
+    ``APIClient`` is a Django ``Client``, so wrapping Django's two clients covers all three."""
+    sync_request, async_request = Client.request, AsyncClient.request
+
+    def checked(self, **request):
+        response = sync_request(self, **request)
+        check_response(response.wsgi_request, response)
+        return response
+
+    async def checked_async(self, **request):
+        response = await async_request(self, **request)
+        check_response(response.asgi_request, response)
+        return response
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Client, "request", checked)
+        patch.setattr(AsyncClient, "request", checked_async)
+        yield
 
 
 @pytest.fixture(autouse=True)

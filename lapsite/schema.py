@@ -60,10 +60,11 @@ _DESCRIPTIONS = {
 
 
 def errors(*statuses: int) -> dict[int, OpenApiResponse]:
-    """Error responses for ``@extend_schema(responses=...)``; 401 is always included."""
+    """Error responses for ``@extend_schema(responses=...)``. 401 and 503 are always included:
+    every operation needs credentials, and any can find the database away (``lapsite.api``)."""
     return {
         status: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[status])
-        for status in sorted({401, *statuses})
+        for status in sorted({401, 503, *statuses})
     }
 
 

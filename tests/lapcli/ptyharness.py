@@ -15,7 +15,7 @@ from typing import Protocol
 
 import pexpect
 
-from tests.lapcli.conftest import LAP
+from tests.lapcli.conftest import LAP, ROOT
 
 
 class Platform(Protocol):
@@ -23,6 +23,12 @@ class Platform(Protocol):
     key: str
 
     def lap_env(self, config_dir: Path, **extra: str) -> dict[str, str]: ...
+
+
+def lap_env(platform: Platform, config_dir: Path) -> dict[str, str]:
+    """The platform's environment for ``lap``, importing lapcli from this checkout: the
+    ``lap`` script of a shared virtualenv would otherwise run another worktree's code."""
+    return {**platform.lap_env(config_dir), "PYTHONPATH": str(ROOT)}
 
 
 PROMPT = r"\$ "
@@ -40,7 +46,7 @@ class Lap:
         self.child = pexpect.spawn(
             "sh",
             ["-c", WRAPPER, "sh", LAP, *args],
-            env=platform.lap_env(tmp_path / "conf"),
+            env=lap_env(platform, tmp_path / "conf"),
             dimensions=(30, 100),
             encoding="utf-8",
             timeout=15,
@@ -81,7 +87,7 @@ def wait_for(predicate, timeout: float = 5.0) -> None:
 
 def run_lap(platform: Platform, config_dir: Path, *args: str, anonymous: bool = False):
     """``lap ARGS`` as a plain subprocess (no terminal); ``anonymous``: no LAP_URL/LAP_KEY."""
-    env = platform.lap_env(config_dir)
+    env = lap_env(platform, config_dir)
     if anonymous:
         del env["LAP_URL"], env["LAP_KEY"]
     return subprocess.run(

@@ -1,8 +1,11 @@
 """The saved login: ``~/.lap/config.json`` (``$LAP_CONFIG_DIR/config.json`` when set).
 
 The file holds ``{"url": …, "key": …}``, is written atomically (temporary file in the same
-directory, then ``os.replace``) with mode 0600 inside a 0700 directory, and is never world
-readable, not even for an instant. ``LAP_URL`` and ``LAP_KEY`` override it for every command.
+directory, then ``os.replace``) with mode 0600, and is never world readable, not even for an
+instant; a directory lap creates for it is 0700 (one that exists keeps its mode: it may be the
+user's own). ``LAP_URL`` and ``LAP_KEY`` override it for every command. A file that cannot be
+read, parsed or written raises :class:`ConfigError` naming it; a failed write leaves the old
+file as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lapcli.status import LapError
+
 CONFIG_NAME = "config.json"
+
+
+class ConfigError(LapError):
+    """The config file or its directory cannot be used; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,21 @@ def config_dir(environ: Mapping[str, str]) -> Path:
 
 
 def load(directory: Path) -> Config:
-    """Read the saved config; a missing or unreadable file is an empty config."""
+    """Read the saved config; a missing file is an empty config."""
+    path = directory / CONFIG_NAME
     try:
-        data = json.loads((directory / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        data = None
     if not isinstance(data, dict):
-        return Config()
+        raise ConfigError(
+            f"{path} is corrupt (not a JSON object with url and key); "
+            "fix it, or replace it: lap login"
+        )
     # "base" is what the reference CLI writes; accept it so an old config keeps working.
     url = data.get("url") or data.get("base")
     key = data.get("key")
@@ -49,21 +66,36 @@ def load(directory: Path) -> Config:
 
 def effective(directory: Path, environ: Mapping[str, str]) -> Config:
     """The saved config with ``LAP_URL``/``LAP_KEY`` applied on top."""
-    saved = load(directory)
-    url = environ.get("LAP_URL") or saved.url
-    return Config(url=normalize_url(url) if url else None, key=environ.get("LAP_KEY") or saved.key)
+    url, key = environ.get("LAP_URL", "").strip(), environ.get("LAP_KEY", "").strip()
+    if not (url and key):  # else the file is not needed, and a broken one does not matter
+        saved = load(directory)
+        url, key = url or saved.url or "", key or saved.key or ""
+    return Config(url=normalize_url(url) if url else None, key=key or None)
 
 
 def save(directory: Path, config: Config) -> Path:
-    """Write the config atomically: directory 0700, file 0600. Returns the file path."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    """Write the config atomically (file 0600, a new directory 0700). Returns the file path."""
     path = directory / CONFIG_NAME
+    try:
+        _write(directory, path, json.dumps({"url": config.url, "key": config.key}, indent=2))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot save the login to {path}: {exc.strerror or exc} "
+            "(set LAP_CONFIG_DIR to a writable directory)"
+        ) from None
+    return path
+
+
+def _write(directory: Path, path: Path, text: str) -> None:
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
+    except FileExistsError:
+        pass  # maybe the user's own directory ($HOME…): its mode is theirs to choose
     fd, tmp = tempfile.mkstemp(prefix=".config-", dir=directory)  # mkstemp creates it 0600
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump({"url": config.url, "key": config.key}, handle, indent=2)
-            handle.write("\n")
+            handle.write(text + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -71,15 +103,17 @@ def save(directory: Path, config: Config) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return path
 
 
 def delete(directory: Path) -> bool:
     """Remove the saved config. Returns whether there was one."""
+    path = directory / CONFIG_NAME
     try:
-        (directory / CONFIG_NAME).unlink()
+        path.unlink()
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise ConfigError(f"cannot remove {path}: {exc.strerror or exc}") from None
     return True
 
 

@@ -16,7 +16,7 @@ import httpx
 
 from lapcli import config
 from lapcli.client import Client
-from lapcli.status import NotLoggedIn
+from lapcli.status import LapError, NotLoggedIn
 
 
 @dataclass
@@ -60,7 +60,12 @@ class Environment:
     def url(self) -> str | None:
         """The platform URL in use, for error messages: the one a client was last made for
         (``lap login --url`` talks to a URL not saved yet), else the configured one."""
-        return self._client_url or self.config.url
+        if self._client_url:
+            return self._client_url
+        try:
+            return self.config.url
+        except LapError:  # a broken config file: its own error says so
+            return None
 
     def client(self) -> Client:
         """The API client for the configured platform; raises :class:`NotLoggedIn`."""

@@ -108,9 +108,12 @@ def login(env: Environment, url: str | None, key: str | None) -> None:
     """Save the platform URL and key to ~/.lap/config.json (mode 0600).
 
     The key is checked against the platform before it is saved."""
-    saved = config.load(env.config_dir)
     if not url:
-        url = click.prompt("Platform URL", default=saved.url or None)
+        try:
+            saved = config.load(env.config_dir).url
+        except config.ConfigError:
+            saved = None  # a broken file is about to be replaced
+        url = click.prompt("Platform URL", default=saved or None)
     if not key:
         key = click.prompt("Key", hide_input=True)
     url = config.normalize_url(url)

@@ -147,6 +147,107 @@ def test_env_overrides_the_saved_config(api: FakeApi, make_env, tmp_path: Path) 
     assert api.requests[0].headers["authorization"] == "Bearer env-key-1234567"
 
 
+def test_login_leaves_the_mode_of_an_existing_directory_alone(
+    api: FakeApi, make_env, tmp_path: Path
+) -> None:
+    """LAP_CONFIG_DIR may be a directory of the user's (even $HOME): only one lap creates is
+    made 0700; the key file is 0600 either way."""
+    api.on("GET", "/agents", paged([]))
+    directory = tmp_path / "mine"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    result = invoke(
+        make_env(LAP_CONFIG_DIR=str(directory)), "login", "--url", "http://x", "--key", "k"
+    )
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+    assert stat.S_IMODE((directory / "config.json").stat().st_mode) == 0o600
+
+
+def saved_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lapconf" / "config.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text", ['{"url": "http://lap.test", "key": ', "[]", ""])
+def test_a_corrupt_config_is_named_not_taken_for_no_login(
+    api: FakeApi, make_env, tmp_path: Path, text: str
+) -> None:
+    path = saved_config(tmp_path, text)
+    for args in (["agents"], ["config"]):
+        result = invoke(make_env(LAP_URL="", LAP_KEY=""), *args)
+        assert result.exit_code == ExitStatus.ERROR
+        assert result.stderr == (
+            f"lap: {path} is corrupt (not a JSON object with url and key); "
+            "fix it, or replace it: lap login\n"
+        )
+    assert path.read_text() == text  # left for the user to look at
+
+
+def test_a_corrupt_config_does_not_matter_when_the_environment_has_both(
+    api: FakeApi, make_env, tmp_path: Path
+) -> None:
+    saved_config(tmp_path, "{oops")
+    api.on("GET", "/agents", paged([agent("shell")]))
+    assert invoke(make_env(), "agents").exit_code == 0
+
+
+def test_login_replaces_a_corrupt_config(api: FakeApi, make_env, tmp_path: Path) -> None:
+    path = saved_config(tmp_path, "{oops")
+    api.on("GET", "/agents", paged([]))
+    result = invoke(make_env(LAP_URL="", LAP_KEY=""), "login", input="lap.test\nsk-abc\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads(path.read_text()) == {"url": "https://lap.test", "key": "sk-abc"}
+
+
+def test_an_unreadable_config_is_one_line(make_env, tmp_path: Path) -> None:
+    path = tmp_path / "lapconf" / "config.json"
+    path.mkdir(parents=True)  # reading it fails even as root
+    result = invoke(make_env(LAP_URL="", LAP_KEY=""), "agents")
+    assert result.exit_code == ExitStatus.ERROR
+    assert result.stderr == f"lap: cannot read {path}: Is a directory\n"
+
+
+def test_a_config_dir_that_is_a_file_is_one_line(api: FakeApi, make_env, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("mine")
+    api.on("GET", "/agents", paged([]))
+    env = make_env(LAP_CONFIG_DIR=str(not_a_dir))
+    login = invoke(env, "login", "--url", "http://lap.test", "--key", "k")
+    assert login.exit_code == ExitStatus.ERROR
+    assert login.stderr == (
+        f"lap: cannot save the login to {not_a_dir / 'config.json'}: Not a directory "
+        "(set LAP_CONFIG_DIR to a writable directory)\n"
+    )
+    logout = invoke(env, "logout")
+    assert logout.exit_code == ExitStatus.ERROR
+    assert logout.stderr == f"lap: cannot remove {not_a_dir / 'config.json'}: Not a directory\n"
+    assert not_a_dir.read_text() == "mine"
+
+
+def test_login_into_a_read_only_directory_keeps_the_old_config(
+    api: FakeApi, make_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = saved_config(tmp_path, '{"url": "http://old.test", "key": "old-key"}')
+    api.on("GET", "/agents", paged([]))
+
+    def read_only(*args: Any, **kwargs: Any) -> Any:  # what a chmod 555 does to non-root users
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("lapcli.config.tempfile.mkstemp", read_only)
+    result = invoke(
+        make_env(LAP_URL="", LAP_KEY=""), "login", "--url", "http://new.test", "--key", "k"
+    )
+    assert result.exit_code == ExitStatus.ERROR
+    assert result.stderr == (
+        f"lap: cannot save the login to {path}: Permission denied "
+        "(set LAP_CONFIG_DIR to a writable directory)\n"
+    )
+    assert json.loads(path.read_text()) == {"url": "http://old.test", "key": "old-key"}
+
+
 # -- agents, resolution, errors -------------------------------------------------------------------
 
 MANY = [agent(f"agent-{n:03d}", n) for n in range(120)] + [agent("shell", 500)]

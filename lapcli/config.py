@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
+
 from lapcli.status import LapError
 
 CONFIG_NAME = "config.json"
@@ -120,7 +122,7 @@ def delete(directory: Path) -> bool:
 def normalize_url(url: str) -> str:
     """Strip whitespace and trailing slashes; add a scheme when it is missing (http only for
     loopback hosts)."""
-    url = url.strip().rstrip("/")
+    url = url.strip()
     if "://" not in url:
         try:
             host = urlsplit(f"//{url}").hostname or ""
@@ -128,7 +130,21 @@ def normalize_url(url: str) -> str:
             host = ""
         loopback = host in ("localhost", "::1") or host.startswith("127.")
         url = f"{'http' if loopback else 'https'}://{url}"
-    return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{rest.rstrip('/')}"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a platform URL, or None when it can."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return str(exc)
+    if parsed.scheme not in ("http", "https"):
+        return "it must start http:// or https://"
+    if not parsed.host:
+        return "it has no host name"
+    return None
 
 
 def mask(key: str | None) -> str:

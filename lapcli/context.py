@@ -16,7 +16,7 @@ import httpx
 
 from lapcli import config
 from lapcli.client import Client
-from lapcli.status import LapError, NotLoggedIn
+from lapcli.status import ExitStatus, LapError, NotLoggedIn
 
 
 @dataclass
@@ -77,7 +77,10 @@ class Environment:
         return self._client
 
     def make_client(self, url: str, key: str) -> Client:
+        """A client for ``url``; a URL that cannot be a platform's is a usage error."""
         self._client_url = url
+        if problem := config.url_problem(url):
+            raise LapError(f"{url} is not a valid URL ({problem})", ExitStatus.USAGE)
         return Client(url, key, transport=self.transport, verify=not self.insecure)
 
     def close(self) -> None:

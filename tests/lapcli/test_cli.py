@@ -371,10 +371,30 @@ def test_login_names_the_url_it_could_not_use(
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_an_invalid_lap_url_is_one_line(make_env) -> None:
-    result = invoke(make_env(LAP_URL="http://[::1"), "agents")
-    assert result.exit_code == ExitStatus.USAGE
-    assert result.stderr == "lap: http://[::1 is not a valid URL (Invalid port: ':1')\n"
+@pytest.mark.parametrize(
+    ("url", "line"),
+    [
+        ("http://[::1", "http://[::1 is not a valid URL (Invalid port: ':1')"),
+        ("ftp://lap.test", "ftp://lap.test is not a valid URL (it must start http:// or https://)"),
+        ("http://", "http:// is not a valid URL (it has no host name)"),
+        ("https:///api", "https:///api is not a valid URL (it has no host name)"),
+        ("https://:8000/", "https://:8000 is not a valid URL (it has no host name)"),
+    ],
+)
+def test_an_invalid_lap_url_is_one_line_and_sends_nothing(
+    api: FakeApi, make_env, url: str, line: str
+) -> None:
+    for args in (["agents"], ["login", "--url", url, "--key", "k"]):
+        result = invoke(make_env(LAP_URL=url), *args)
+        assert result.exit_code == ExitStatus.USAGE
+        assert result.stderr == f"lap: {line}\n"
+    assert not api.requests
+
+
+def test_a_blank_lap_url_is_no_url(make_env) -> None:
+    result = invoke(make_env(LAP_URL="  "), "agents")
+    assert result.exit_code == ExitStatus.AUTH
+    assert result.stderr.startswith("lap: not logged in")
 
 
 # -- sessions, stop ----------------------------------------------------------------------------

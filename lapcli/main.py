@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -332,6 +333,15 @@ def attach_cmd(env: Environment, session_id: str) -> None:
 # -- exec -----------------------------------------------------------------------------------------
 
 
+def _positive_seconds(
+    ctx: click.Context, param: click.Parameter, value: float | None
+) -> float | None:
+    """``--timeout``: a finite number of seconds above 0, checked before a session starts."""
+    if value is not None and not 0 < value < math.inf:
+        raise click.BadParameter(f"{value} is not a number of seconds above 0")
+    return value
+
+
 @cli.command(
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
     epilog="""\b
@@ -346,7 +356,13 @@ Examples:
     "--session", "session_id", type=SESSION, metavar="ID", help="Run in this existing session."
 )
 @click.option("--keep", is_flag=True, help="Do not stop the new session afterwards.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Kill the command after this long.")
+@click.option(
+    "--timeout",
+    type=float,
+    callback=_positive_seconds,
+    metavar="SECONDS",
+    help="Kill the command after this long (else at the platform's limit).",
+)
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="[AGENT] -- CMD...")
 @pass_env
 def exec_cmd(
@@ -402,15 +418,26 @@ def _stream_exec(
 ) -> int:
     for frame in client.exec(session_id, argv, timeout):
         if frame.get("error") == "timeout":
-            raise LapError(f"command timed out after {timeout}s", ExitStatus.TIMEOUT)
+            limit = f"after {timeout:g}s" if timeout else "at the platform's limit"
+            hint = "" if timeout else " (give a longer one with --timeout)"
+            raise LapError(f"command timed out {limit}{hint}", ExitStatus.TIMEOUT)
         if frame.get("error"):
             raise LapError(f"exec failed: {frame['error']}")
         if "exit_code" in frame:
-            return int(frame["exit_code"])
+            return _shell_exit_code(frame["exit_code"])
         stream = env.stderr if frame.get("stream") == "stderr" else env.stdout
         stream.write(str(frame.get("data", "")))
         stream.flush()
     raise LapError("exec ended without an exit code (the connection was cut)")
+
+
+def _shell_exit_code(code: object) -> int:
+    """The remote exit code as a shell gives it (128 + N for a process killed by signal N:
+    the platform sends it so, other servers may send -N); anything else is an error rather
+    than an exit status that wraps around (256 would be 0, success)."""
+    if isinstance(code, int) and not isinstance(code, bool) and -128 < code < 256:
+        return 128 - code if code < 0 else code
+    raise LapError(f"exec ended with no usable exit code ({code!r})")
 
 
 # -- entry point ----------------------------------------------------------------------------------

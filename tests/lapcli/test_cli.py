@@ -766,8 +766,48 @@ def test_exec_timeout_exits_124_and_stops_the_session(api: FakeApi, make_env) ->
     result = invoke(make_env(), "exec", "--timeout", "2", "shell", "--", "sleep", "9")
     assert result.exit_code == ExitStatus.TIMEOUT == 124
     assert result.stdout == "tick\n"
-    assert result.stderr.endswith("lap: command timed out after 2.0s\n")
+    assert result.stderr.endswith("lap: command timed out after 2s\n")
     assert len(api.calls("DELETE", f"/sessions/{SESSION_ID}")) == 1
+
+
+def test_exec_timed_out_by_the_platforms_own_limit_says_so(api: FakeApi, make_env) -> None:
+    api.on(
+        "POST",
+        f"/sessions/{SESSION_ID}/exec",
+        lambda r: ndjson({"exit_code": None, "error": "timeout"}),
+    )
+    result = invoke(make_env(), "exec", "--session", SESSION_ID, "--", "sleep", "9999")
+    assert result.exit_code == ExitStatus.TIMEOUT
+    assert result.stderr == (
+        "lap: command timed out at the platform's limit (give a longer one with --timeout)\n"
+    )
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan"])
+def test_exec_timeout_must_be_positive(api: FakeApi, make_env, timeout: str) -> None:
+    result = invoke(make_env(), "exec", "--timeout", timeout, "shell", "--", "true")
+    assert result.exit_code == ExitStatus.USAGE
+    assert "--timeout" in result.stderr
+    assert not api.requests  # no session was started
+
+
+@pytest.mark.parametrize(
+    ("frame", "status", "line"),
+    [
+        ({"exit_code": -9}, 137, None),  # killed by SIGKILL, as a shell says it
+        ({"exit_code": 255}, 255, None),
+        ({"exit_code": None}, ExitStatus.ERROR, "exec ended with no usable exit code (None)"),
+        ({"exit_code": 256}, ExitStatus.ERROR, "exec ended with no usable exit code (256)"),
+        ({"exit_code": "3"}, ExitStatus.ERROR, "exec ended with no usable exit code ('3')"),
+    ],
+)
+def test_exec_exit_codes_are_shell_style_or_an_error(
+    api: FakeApi, make_env, frame: dict[str, Any], status: int, line: str | None
+) -> None:
+    api.on("POST", f"/sessions/{SESSION_ID}/exec", lambda r: ndjson(frame))
+    result = invoke(make_env(), "exec", "--session", SESSION_ID, "--", "x")
+    assert result.exit_code == status
+    assert result.stderr == (f"lap: {line}\n" if line else "")
 
 
 def test_exec_cut_short_is_an_error_and_still_stops_the_session(api: FakeApi, make_env) -> None:

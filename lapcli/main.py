@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import httpx
@@ -19,11 +19,26 @@ pass_env = click.make_pass_decorator(Environment, ensure=True)
 
 class LapGroup(click.Group):
     """A group where an unknown first word is an agent (``lap NAME`` means ``lap open NAME``)
-    and where every expected failure becomes one line on stderr and an :class:`ExitStatus`."""
+    and where every expected failure, bad arguments included, becomes one line on stderr and
+    an :class:`ExitStatus`."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # the group's own options: lap --bogus
+            _usage_error(exc, "lap")
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a command's arguments
+            _usage_error(exc, f"lap {ctx.invoked_subcommand or ''}".strip())
         except (LapError, KeyboardInterrupt, httpx.TransportError, httpx.InvalidURL) as exc:
             env = ctx.find_object(Environment)
             status, message = describe(exc, env.url if env else None)
@@ -37,6 +52,14 @@ class LapGroup(click.Group):
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
             return "open", self.get_command(ctx, "open"), args
         return super().resolve_command(ctx, args)
+
+
+def _usage_error(exc: click.UsageError, command: str) -> NoReturn:
+    """One line instead of click's usage block: what was wrong and where the usage is.
+    ``command`` is the one being parsed (click's error may not know it)."""
+    message = exc.format_message().rstrip(".")
+    click.echo(f"lap: {message[:1].lower()}{message[1:]} (usage: {command} --help)", err=True)
+    raise click.exceptions.Exit(ExitStatus.USAGE)
 
 
 class SessionRef(click.ParamType[str]):
@@ -114,9 +137,9 @@ def login(env: Environment, url: str | None, key: str | None) -> None:
             saved = config.load(env.config_dir).url
         except config.ConfigError:
             saved = None  # a broken file is about to be replaced
-        url = click.prompt("Platform URL", default=saved or None)
+        url = _ask(env, "platform URL", default=saved or None)
     if not key:
-        key = click.prompt("Key", hide_input=True)
+        key = _ask(env, "key", hide_input=True)
     url = config.normalize_url(url)
     key = key.strip()
     client = env.make_client(url, key)
@@ -131,6 +154,22 @@ def login(env: Environment, url: str | None, key: str | None) -> None:
     path = config.save(env.config_dir, config.Config(url=url, key=key))
     agents_seen = f"{count} agent{'' if count == 1 else 's'}"
     click.echo(f"logged in to {url} ({agents_seen}); saved to {path}")
+
+
+def _ask(env: Environment, what: str, **options: Any) -> str:
+    """Prompt for ``what``. click turns Ctrl-C, Ctrl-D and the end of piped input into Abort:
+    at a terminal the user cancelled, otherwise the input ran out."""
+    try:
+        answer: str = click.prompt(what[:1].upper() + what[1:], **options)
+    except click.Abort:
+        if env.is_stdin_tty:
+            if not options.get("hide_input"):  # (click ends a hidden prompt's line itself)
+                click.echo(err=True)
+            raise LapError("login cancelled; nothing was saved", ExitStatus.INTERRUPTED) from None
+        raise LapError(
+            f"no {what} given on stdin (use: lap login --url URL --key KEY)", ExitStatus.USAGE
+        ) from None
+    return answer
 
 
 @cli.command(epilog="Example:\n  lap logout")
@@ -409,7 +448,7 @@ def _exec_words(words: tuple[str, ...], *, needs_agent: bool) -> tuple[str | Non
         if args and args[0] == "--":
             args = args[1:]
     if not args:
-        raise click.UsageError("no command given (put it after --)")
+        raise click.UsageError("no command given: put it after --")
     return agent_ref, args
 
 

@@ -55,7 +55,7 @@ def session(status: str = "ready", phase: str = "ready", **extra: Any) -> dict[s
 
 
 def invoke(env: Any, *args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), obj=env, input=input)
+    return CliRunner().invoke(cli, list(args), obj=env, input=input, prog_name="lap")
 
 
 def at_a_terminal(env: Environment) -> Environment:
@@ -395,6 +395,63 @@ def test_a_blank_lap_url_is_no_url(make_env) -> None:
     result = invoke(make_env(LAP_URL="  "), "agents")
     assert result.exit_code == ExitStatus.AUTH
     assert result.stderr.startswith("lap: not logged in")
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["attach"], "missing argument 'SESSION' (usage: lap attach --help)"),
+        (["stop", "a", "b"], "got unexpected extra argument (b) (usage: lap stop --help)"),
+        (["--bogus"], "no such option '--bogus' (usage: lap --help)"),
+        (["--resume"], "option '--resume' requires an argument (usage: lap --help)"),
+        (
+            ["sessions", "--agent"],
+            "option '--agent' requires an argument (usage: lap sessions --help)",
+        ),
+        (["agents", "--all"], "no such option '--all' (usage: lap agents --help)"),
+        (
+            ["exec", "--timeout", "soon", "shell", "--", "true"],
+            "invalid value for '--timeout': 'soon' is not a valid float (usage: lap exec --help)",
+        ),
+        (
+            ["exec", "--timeout", "0", "shell", "--", "true"],
+            "invalid value for '--timeout': 0.0 is not a number of seconds above 0 "
+            "(usage: lap exec --help)",
+        ),
+        (["exec", "shell"], "no command given: put it after -- (usage: lap exec --help)"),
+        (["exec"], "give an AGENT (or --session ID) and a command (usage: lap exec --help)"),
+        (["login", "--url"], "option '--url' requires an argument (usage: lap login --help)"),
+    ],
+)
+def test_usage_errors_are_one_line(api: FakeApi, make_env, args: list[str], line: str) -> None:
+    result = invoke(make_env(), *args)
+    assert result.exit_code == ExitStatus.USAGE
+    assert result.stderr == f"lap: {line}\n"
+    assert not api.requests
+
+
+@pytest.mark.parametrize(
+    ("stdin_isatty", "status", "line"),
+    [
+        (True, ExitStatus.INTERRUPTED, "login cancelled; nothing was saved"),
+        (
+            False,
+            ExitStatus.USAGE,
+            "no platform URL given on stdin (use: lap login --url URL --key KEY)",
+        ),
+    ],
+)
+def test_login_cancelled_at_the_prompt_is_one_line(
+    api: FakeApi, make_env, tmp_path: Path, stdin_isatty: bool, status: ExitStatus, line: str
+) -> None:
+    """click turns Ctrl-C and Ctrl-D (or the end of piped input) at a prompt into Abort."""
+    env = make_env(LAP_URL="", LAP_KEY="")
+    env.stdin_isatty = stdin_isatty
+    result = invoke(env, "login", input="")
+    assert result.exit_code == status
+    assert result.stderr.splitlines()[-1] == f"lap: {line}"
+    assert "Aborted" not in result.output
+    assert not (tmp_path / "lapconf" / "config.json").exists()
 
 
 # -- sessions, stop ----------------------------------------------------------------------------
@@ -748,7 +805,7 @@ def test_exec_without_a_command_fails_before_starting_a_session(
     bring_up(api, [session()])
     result = invoke(make_env(), "exec", *args)
     assert result.exit_code == ExitStatus.USAGE
-    assert "no command given (put it after --)" in result.stderr
+    assert "no command given: put it after --" in result.stderr
     assert not api.requests  # no session was created, so none is left running
 
 

@@ -115,22 +115,30 @@ class ConnectionLost(LapError):
 
 
 def api_error_from_response(response: httpx.Response) -> ApiError:
-    """Build the :class:`ApiError` for a failed response, using its ``{"error": …}`` body."""
+    """Build the :class:`ApiError` for a failed response, using its ``{"error": …}`` body,
+    with what to do where the body cannot say it: look up a session id that is unknown
+    (or is an agent's), try a failing platform again later."""
     try:
         body = response.json()
     except ValueError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     code = body.get("code") if isinstance(body, dict) else None
+    request, status = response.request, response.status_code
     if isinstance(error, dict):
         message = "; ".join(f"{field}: {_flatten(detail)}" for field, detail in error.items())
     elif error:
         message = _flatten(error)
+        if status >= 500:
+            message += f" (HTTP {status}; try again later)"
     else:
-        request = response.request
-        message = f"{request.method} {request.url.path}: {response.status_code} "
+        message = f"{request.method} {request.url.path}: {status} "
         message += response.reason_phrase or "error"
-    return ApiError(response.status_code, message, code if isinstance(code, str) else None)
+        if status >= 500:
+            message += " (try again later)"
+    if status == 404 and "/sessions/" in request.url.path:
+        message += " (list them with: lap sessions)"
+    return ApiError(status, message, code if isinstance(code, str) else None)
 
 
 def _flatten(detail: object) -> str:

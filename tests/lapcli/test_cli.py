@@ -313,7 +313,22 @@ def refuse(request: httpx.Request) -> httpx.Response:
         (
             httpx.Response(503, text="<html>bad gateway</html>"),
             ExitStatus.ERROR,
-            "GET /api/v1/managed_agents/agents: 503 Service Unavailable",
+            "GET /api/v1/managed_agents/agents: 503 Service Unavailable (try again later)",
+        ),
+        (
+            httpx.Response(500, json={"error": "internal error", "code": "internal"}),
+            ExitStatus.ERROR,
+            "internal error (HTTP 500; try again later)",
+        ),
+        (
+            httpx.Response(503, json={"error": "database unavailable", "code": "unavailable"}),
+            ExitStatus.ERROR,
+            "database unavailable (HTTP 503; try again later)",
+        ),
+        (
+            httpx.Response(403, json={"error": "staff only"}),
+            ExitStatus.AUTH,
+            "staff only",
         ),
         (refuse, ExitStatus.UNREACHABLE, "cannot reach http://lap.test"),
     ],
@@ -511,6 +526,27 @@ def test_an_empty_session_id_is_a_usage_error(api: FakeApi, make_env, args: list
     assert result.exit_code == ExitStatus.USAGE
     assert "give a session id (list them with: lap sessions)" in result.stderr
     assert not api.requests
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["attach", "shell"],
+        ["stop", "shell"],
+        ["--resume", "shell"],
+        ["exec", "--session", "shell", "ls"],
+    ],
+)
+def test_an_unknown_session_says_how_to_find_one(api: FakeApi, make_env, args: list[str]) -> None:
+    """Also what an agent's name or id given for a session gets (ids of the wrong kind)."""
+    api.on(
+        "GET" if args[0] in ("attach", "--resume") else "DELETE" if args[0] == "stop" else "POST",
+        "/sessions/shell" + ("/exec" if args[0] == "exec" else ""),
+        lambda r: httpx.Response(404, json={"error": "session 'shell' not found"}),
+    )
+    result = invoke(at_a_terminal(make_env()), *args)
+    assert result.exit_code == ExitStatus.NOT_FOUND
+    assert result.stderr == "lap: session 'shell' not found (list them with: lap sessions)\n"
 
 
 @pytest.mark.parametrize("session_id", [".", ".."])

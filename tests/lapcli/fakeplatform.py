@@ -138,7 +138,8 @@ AGENTS: list[Agent] = [
     Agent("shell", "shell", True),
     Agent("chat", "echo-chat", False),
     Agent("broken", "shell", True),
-    *(Agent(f"filler-{n:03d}", "opencode", False) for n in range(120)),
+    Agent("slow", "shell", True),  # stays starting_harness for a minute
+    *(Agent(f"filler-{n:03d}", "opencode", False) for n in range(119)),
 ]
 SESSIONS: dict[str, Session] = {}
 
@@ -151,6 +152,10 @@ async def bring_up(session: Session) -> None:
     for phase in PHASES:
         session.phase = phase
         await asyncio.sleep(PHASE_SECONDS)
+    if session.agent.name == "slow":
+        await asyncio.sleep(60)
+    if session.status == "dead":  # stopped while it came up
+        return
     if session.agent.name == "broken":
         session.status, session.phase = "failed", "starting_harness"
         session.failure_reason = "harness exited during start-up (exit status 127)"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -111,6 +112,37 @@ def test_sigterm_restores_the_terminal(platform: FakePlatform, tmp_path: Path) -
     )
     os.kill(lap_pid, signal.SIGTERM)
     assert lap.finish() == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize(
+    ("command", "line", "stopped"),
+    [
+        (["slow"], "lap: cancelled; the new session was stopped", True),
+        (["exec", "slow", "--", "true"], "lap: interrupted", True),
+        (["attach"], "lap: interrupted", False),  # someone else's session keeps running
+    ],
+)
+def test_ctrl_c_while_waiting_for_a_session_exits_130(
+    platform: FakePlatform,
+    client: Client,
+    tmp_path: Path,
+    command: list[str],
+    line: str,
+    stopped: bool,
+) -> None:
+    if command == ["attach"]:
+        command = ["attach", str(client.create_session(client.resolve_agent("slow")["id"])["id"])]
+    lap = Lap(platform, tmp_path, *command)
+    output = io.StringIO()
+    lap.child.logfile_read = output
+    lap.child.expect("starting_harness")  # the spinner, while the sandbox comes up
+    (session_id,) = [s["id"] for s in client.list_sessions() if s["status"] == "creating"]
+    lap.child.sendintr()
+    lap.child.expect_exact(line)
+    assert lap.finish() == 130
+    assert "Traceback" not in output.getvalue()
+    assert client.get_session(session_id)["status"] == ("dead" if stopped else "creating")
+    client.delete_session(session_id)
 
 
 def test_chat_repl_aborts_a_turn_on_ctrl_c_and_ends_on_ctrl_d(

@@ -12,7 +12,14 @@ from lapcli import chat, config
 from lapcli.client import Client, session_id_from
 from lapcli.context import Environment
 from lapcli.progress import wait_ready
-from lapcli.status import ApiError, ExitStatus, LapError, SessionFailed, describe
+from lapcli.status import (
+    ApiError,
+    ConnectionLost,
+    ExitStatus,
+    LapError,
+    SessionFailed,
+    describe,
+)
 
 pass_env = click.make_pass_decorator(Environment, ensure=True)
 
@@ -467,7 +474,7 @@ def _stream_exec(
         stream = env.stderr if frame.get("stream") == "stderr" else env.stdout
         stream.write(str(frame.get("data", "")))
         stream.flush()
-    raise LapError("exec ended without an exit code (the connection was cut)")
+    raise ConnectionLost("exec ended without an exit code (the connection was cut)")
 
 
 def _shell_exit_code(code: object) -> int:

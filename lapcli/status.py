@@ -166,6 +166,8 @@ def describe(exc: BaseException, url: str | None) -> tuple[ExitStatus, str]:
                 f"TLS certificate of {where} is not trusted (use --insecure to skip the check)",
             )
         return ExitStatus.UNREACHABLE, f"cannot reach {where}"
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
+        return ExitStatus.CONNECTION_LOST, f"the connection to {where} was cut ({exc}); try again"
     if isinstance(exc, httpx.TimeoutException):
         return ExitStatus.UNREACHABLE, f"{where} did not answer in time"
     if isinstance(exc, httpx.TransportError):

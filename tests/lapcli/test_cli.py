@@ -903,17 +903,61 @@ def test_exec_exit_codes_are_shell_style_or_an_error(
     assert result.stderr == (f"lap: {line}\n" if line else "")
 
 
-def test_exec_cut_short_is_an_error_and_still_stops_the_session(api: FakeApi, make_env) -> None:
+def cut_after(first: bytes) -> Any:
+    """A response body that sends ``first``, then loses the connection."""
+
+    def body() -> Any:
+        yield first
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+    return body()
+
+
+@pytest.mark.parametrize(
+    ("response", "line"),
+    [
+        (
+            lambda r: ndjson({"stream": "stdout", "data": "x"}),
+            "exec ended without an exit code (the connection was cut)",
+        ),
+        (
+            lambda r: httpx.Response(
+                200, content=cut_after(b'{"stream": "stdout", "data": "x"}\n')
+            ),
+            "the connection to http://lap.test was cut (peer closed connection without sending "
+            "complete body); try again",
+        ),
+    ],
+)
+def test_exec_cut_short_is_a_lost_connection_and_still_stops_the_session(
+    api: FakeApi, make_env, response: Any, line: str
+) -> None:
     api.on("GET", "/agents", paged([agent("shell", 500)]))
     bring_up(api, [session()])
-    api.on(
-        "POST", f"/sessions/{SESSION_ID}/exec", lambda r: ndjson({"stream": "stdout", "data": "x"})
-    )
+    api.on("POST", f"/sessions/{SESSION_ID}/exec", response)
     api.on("DELETE", f"/sessions/{SESSION_ID}", {"id": SESSION_ID, "status": "deleted"})
     result = invoke(make_env(), "exec", "shell", "--", "yes")
-    assert result.exit_code == ExitStatus.ERROR
-    assert result.stderr.endswith("lap: exec ended without an exit code (the connection was cut)\n")
+    assert result.exit_code == ExitStatus.CONNECTION_LOST
+    assert result.stdout == "x"
+    assert result.stderr.endswith(f"lap: {line}\n")
     assert len(api.calls("DELETE", f"/sessions/{SESSION_ID}")) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.ReadError("[Errno 104] Connection reset by peer"),
+    ],
+)
+def test_a_connection_cut_mid_answer_is_one_line(api: FakeApi, make_env, error: Exception) -> None:
+    def cut(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    api.on("GET", "/agents", cut)
+    result = invoke(make_env(), "agents")
+    assert result.exit_code == ExitStatus.CONNECTION_LOST
+    assert result.stderr == f"lap: the connection to http://lap.test was cut ({error}); try again\n"
 
 
 def test_exec_output_that_is_not_ndjson_is_one_line(api: FakeApi, make_env) -> None:

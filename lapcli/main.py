@@ -97,6 +97,12 @@ Examples:
 \b
 Inside a terminal, a lone Ctrl-D detaches; the session keeps running.
 LAP_URL and LAP_KEY override the saved login; LAP_CONFIG_DIR moves ~/.lap.
+
+\b
+Errors are one line on stderr. Exit statuses: 1 error, 2 usage, 3 login or
+permission, 4 no such agent or session, 5 unreachable, 6 session failed,
+7 connection lost, 130 Ctrl-C; exec and attach: the command's own
+(exec: 124 timed out, 127 could not start).
 """
 
 

@@ -18,8 +18,9 @@ import httpx
 
 
 class ExitStatus(enum.IntEnum):
-    """Process exit codes of `lap` (httpie style). ``exec`` and ``attach`` may also exit with
-    the remote command's own code."""
+    """Process exit codes of `lap` (httpie style), documented in README.md ("When `lap`
+    fails") and ``lap --help``. ``exec`` and ``attach`` may also exit with the remote
+    command's own code."""
 
     OK = 0
     ERROR = 1

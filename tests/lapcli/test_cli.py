@@ -1042,3 +1042,13 @@ def test_a_harness_that_cannot_start_again_is_explained_in_the_servers_words() -
     assert (
         tty._close_message(ConnectionClosed(Close(4409, "x"), None)) == (tty.CLOSE_MESSAGES[4409])
     )
+
+
+def test_every_exit_status_is_documented() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("**When `lap` fails**", 1)[1].split("\n\n")[1]
+    help_text = CliRunner().invoke(cli, ["--help"]).output
+    for status in ExitStatus:
+        if status:
+            assert f"| {status.value}" in table or f", {status.value} |" in table, status
+            assert str(status.value) in help_text, status

@@ -101,8 +101,8 @@ class Client:
 
     def messages(self, session_id: str) -> list[Json]:
         """The session's conversation log: ``{"info": {"role", "status", …}, "parts"}`` each."""
-        body = self._json("GET", _session_path(session_id, "messages"))
-        return body if isinstance(body, list) else list(body.get("data") or [])
+        response = self._request("GET", _session_path(session_id, "messages"))
+        return _items(_decode(response.content, response, (dict, list)), response)
 
     def abort(self, session_id: str) -> None:
         """Abort the in-flight chat turn of an API-harness session."""
@@ -145,27 +145,26 @@ class Client:
     # -- plumbing -------------------------------------------------------------------------
 
     def _all_pages(self, path: str, params: dict[str, str]) -> list[Json]:
+        """Every item of a list endpoint: pages of ``{"data": [...], "total": N}`` until
+        ``total`` is reached. A page without a ``total`` (or a bare array) is the whole list:
+        a server that does not page would otherwise be read again and again."""
         items: list[Json] = []
-        offset = 0
         while True:
-            page = self._json("GET", path, params={**params, "limit": PAGE_SIZE, "offset": offset})
-            if isinstance(page, list):  # servers that return a bare array have no pages
-                return items + page
-            data = page.get("data") or []
+            query = {**params, "limit": PAGE_SIZE, "offset": len(items)}
+            response = self._request("GET", path, params=query)
+            page = _decode(response.content, response, (dict, list))
+            data = _items(page, response)
             items.extend(data)
-            offset += len(data)
-            total = page.get("total")
-            if not data or (isinstance(total, int) and offset >= total):
+            total = page.get("total") if isinstance(page, dict) else None
+            if not data or not isinstance(total, int) or len(items) >= total:
                 return items
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Json | list[Json]:
-        response = self._request(method, path, **kwargs)
-        body: Json | list[Json] = _decode(response.content, response, (dict, list))
-        return body
-
     def _object(self, method: str, path: str, **kwargs: Any) -> Json:
+        """An object with an ``id`` (an agent's, a session's); else :class:`NotAPlatform`."""
         response = self._request(method, path, **kwargs)
         body: Json = _decode(response.content, response, dict)
+        if body.get("id") in (None, ""):
+            raise NotAPlatform(response)
         return body
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -235,6 +234,14 @@ def _decode(text: str | bytes, response: httpx.Response, kind: type | tuple[type
     if not isinstance(value, kind):
         raise NotAPlatform(response)
     return value
+
+
+def _items(page: Json | list[Any], response: httpx.Response) -> list[Json]:
+    """The objects of a list answer: a bare array or ``{"data": [...]}``."""
+    data = page if isinstance(page, list) else page.get("data") or []
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise NotAPlatform(response)
+    return data
 
 
 def _json_or_empty(response: httpx.Response) -> Json:

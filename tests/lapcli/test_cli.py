@@ -368,6 +368,74 @@ def test_login_to_something_else_than_a_platform_is_one_line(
     assert not env.config.url  # nothing saved
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "page",
+    [
+        {"data": "abc"},
+        {"data": [1, 2]},
+        {"data": {"id": "x"}},
+        [1, 2],
+        {"data": [agent("shell")], "total": "many"},
+    ],
+)
+def test_a_list_of_the_wrong_shape_is_one_line(api: FakeApi, make_env, page: Any) -> None:
+    api.on("GET", "/agents", page)
+    result = invoke(make_env(), "agents")
+    if isinstance(page, dict) and page.get("total") == "many":
+        assert result.exit_code == 0  # no usable total: the one page there is
+        assert len(api.requests) == 1
+        return
+    assert result.exit_code == ExitStatus.ERROR
+    assert result.stderr == (
+        "lap: http://lap.test/api/v1/managed_agents/agents did not answer like a LAP platform "
+        "(HTTP 200, application/json)\n"
+    )
+
+
+def test_a_chat_history_of_the_wrong_shape_is_one_line(api: FakeApi, make_env) -> None:
+    api.on("GET", "/agents", paged([agent("helper", 500, tui=False)]))
+    bring_up(api, [session(supports_tui=False)])
+    api.on("GET", f"/sessions/{SESSION_ID}/messages", {"data": "hello"})
+    result = invoke(make_env(), "helper", input="")
+    assert result.exit_code == ExitStatus.ERROR
+    assert result.stderr.splitlines()[-1] == (
+        f"lap: http://lap.test/api/v1/managed_agents/sessions/{SESSION_ID}/messages did not "
+        "answer like a LAP platform (HTTP 200, application/json)"
+    )
+
+
+@pytest.mark.timeout(10)
+def test_a_server_that_ignores_offset_is_read_once(api: FakeApi, make_env) -> None:
+    """Without a total there is no telling where the list ends: one page, not an endless
+    loop over the same page."""
+    api.on("GET", "/agents", {"data": [agent("shell")]})
+    result = invoke(make_env(), "agents")
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 2
+    assert len(api.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "routes"),
+    [
+        (["shell"], {("POST", "/agents/a/session"): {"status": "creating"}}),
+        (["exec", "shell", "--", "true"], {("POST", "/agents/a/session"): {"id": ""}}),
+        (["attach", SESSION_ID], {("GET", f"/sessions/{SESSION_ID}"): {"status": "ready"}}),
+    ],
+)
+def test_a_session_without_an_id_is_one_line(
+    api: FakeApi, make_env, args: list[str], routes: dict[tuple[str, str], Any]
+) -> None:
+    api.on("GET", "/agents", paged([{"id": "a", "name": "shell", "supports_tui": True}]))
+    for (method, path), body in routes.items():
+        api.on(method, path, body)
+    result = invoke(at_a_terminal(make_env()), *args)
+    assert result.exit_code == ExitStatus.ERROR
+    assert "did not answer like a LAP platform (HTTP 200, application/json)" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("url", "status", "line"),
     [

@@ -354,8 +354,9 @@ def open_cmd(env: Environment, agent: str) -> None:
     try:
         session = wait_ready(env, client, session)
     except KeyboardInterrupt:
-        client.delete_session(str(session["id"]))
-        raise LapError("cancelled; the new session was stopped", ExitStatus.INTERRUPTED) from None
+        stopped = _stop_started(env, client, str(session["id"]))
+        outcome = "the new session was stopped" if stopped else "see above"
+        raise LapError(f"cancelled; {outcome}", ExitStatus.INTERRUPTED) from None
     _enter(env, client, session, found)
 
 
@@ -442,8 +443,24 @@ def exec_cmd(
         code = _stream_exec(env, client, session_id, argv, timeout)
     finally:
         if created and not keep:
-            client.delete_session(session_id)
+            _stop_started(env, client, session_id)
     click.get_current_context().exit(code)
+
+
+def _stop_started(env: Environment, client: Client, session_id: str) -> bool:
+    """Stop a session lap itself started. If that fails, say so on stderr instead of raising:
+    the reason lap is ending (the command's exit code, a timeout, Ctrl-C) must not be lost."""
+    try:
+        client.delete_session(session_id)
+    except (LapError, httpx.HTTPError) as error:
+        print(
+            f"lap: could not stop session {session_id} ({error}); "
+            f"it may still be running: lap stop {session_id}",
+            file=env.stderr,
+            flush=True,
+        )
+        return False
+    return True
 
 
 def _exec_words(words: tuple[str, ...], *, needs_agent: bool) -> tuple[str | None, list[str]]:

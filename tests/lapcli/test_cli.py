@@ -931,6 +931,27 @@ def test_exec_timeout_exits_124_and_stops_the_session(api: FakeApi, make_env) ->
     assert len(api.calls("DELETE", f"/sessions/{SESSION_ID}")) == 1
 
 
+def test_exec_keeps_the_commands_status_when_stopping_the_session_fails(
+    api: FakeApi, make_env
+) -> None:
+    api.on("GET", "/agents", paged([agent("shell", 500)]))
+    bring_up(api, [session()])
+    api.on("POST", f"/sessions/{SESSION_ID}/exec", lambda r: ndjson({"exit_code": 3}))
+    api.on(
+        "DELETE",
+        f"/sessions/{SESSION_ID}",
+        lambda r: httpx.Response(
+            503, json={"error": "database unavailable", "code": "unavailable"}
+        ),
+    )
+    result = invoke(make_env(), "exec", "shell", "--", "false")
+    assert result.exit_code == 3
+    assert result.stderr.endswith(
+        f"lap: could not stop session {SESSION_ID} (database unavailable (HTTP 503; try again "
+        f"later)); it may still be running: lap stop {SESSION_ID}\n"
+    )
+
+
 def test_exec_timed_out_by_the_platforms_own_limit_says_so(api: FakeApi, make_env) -> None:
     api.on(
         "POST",

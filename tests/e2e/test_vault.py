@@ -217,6 +217,7 @@ def test_stub_in_the_sandbox_real_value_at_the_upstream_blocked_elsewhere_and_ro
     bodies.append(platform.api("GET", "/agents/vault-e2e").text)
     bodies.append(platform.api("GET", f"/sessions/{sid}/interceptions").text)
     log = platform.log.read_text()
+    assert "HTTP Request:" not in log  # no line per runner or sidecar call
     for value in (secret, rotated):
         assert value not in log
         for body in bodies:

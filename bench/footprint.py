@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.processes import descendants
 from bench.report import Row, print_rows, scaled
 from bench.warm_pool import fill_pool
 from sandboxes.drivers import cgroups
@@ -53,24 +54,6 @@ def rss(pids: set[int]) -> float:
 
 def pss(pids: set[int]) -> float:
     return sum(_pss_kib(pid) for pid in pids) * 1024 / MIB
-
-
-def descendants(root: int) -> set[int]:
-    """``root`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        found.add(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def sandbox_pids(platform: LivePlatform, session_id: str) -> tuple[set[int], set[int]]:

@@ -2,7 +2,9 @@
 terminals attached at once.
 
 Client → daphne (the terminal bridge) → runner in a bwrap jail → PTY → back: keystroke echo
-RTT and output throughput, beside a bare PTY measured in the same run. Then ``TERMINALS``
+RTT and output throughput, beside a bare PTY measured in the same run, and the CPU time each
+process on the path (the client, daphne, the runner) spends per echo: their sum is close to
+the round trip, so the echo is their work done one after another. Then ``TERMINALS``
 terminals at once (``MANY_SESSIONS`` sessions, the rest of the terminals attached to them as
 extra clients, which see every byte too): each session floods ``MANY_OUTPUT`` bytes to all
 of its clients at the same moment, then one client per session measures echo while every
@@ -16,11 +18,13 @@ import time
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.processes import command_line, cpu_seconds, descendants
 from bench.report import Row, latency_rows, print_rows, scaled
 from bench.terminal_runner import (
     ECHO_ROUNDS,
     END,
     OUTPUT_BYTES,
+    WARMUP,
     bare_pty,
     throughput_rows,
     ws_echo,
@@ -28,6 +32,7 @@ from bench.terminal_runner import (
 )
 from bench.warm_pool import fill_pool
 from tests.live import LivePlatform
+from tests.reliability.local_sandboxes import sandbox_of
 
 TERMINALS = scaled(100, 20)
 MANY_SESSIONS = scaled(20, 4)
@@ -55,13 +60,36 @@ async def _run_in_shell(ws: ClientConnection, command: str, marker: bytes) -> No
         seen = seen[-4096:] + (frame if isinstance(frame, bytes) else b"")
 
 
-async def chain_echo(platform: LivePlatform, agent: str) -> list[float]:
-    ws = await _attach(platform, platform.ready_session(agent))
+def _echo_processes(platform: LivePlatform, session_id: str) -> dict[str, set[int]]:
+    """The processes a keystroke's echo passes through besides the client and ``cat``."""
+    assert platform.process is not None
+    _, meta = sandbox_of(platform, session_id)
+    return {
+        "daphne": {p for p in descendants(platform.process.pid) if "daphne" in command_line(p)},
+        "runner": {
+            p for p in descendants(meta["jail_pid"]) if "sandboxes.runner" in command_line(p)
+        },
+    }
+
+
+async def chain_echo(platform: LivePlatform, agent: str) -> tuple[list[float], dict[str, float]]:
+    """Echo round trips, and each process's CPU time per echo (ms): the client's, daphne's
+    and the runner's."""
+    session = platform.ready_session(agent)
+    processes = _echo_processes(platform, session["id"])
+    ws = await _attach(platform, session)
     await _run_in_shell(ws, "echo READY-$((1+1)); stty raw -echo; exec cat", b"READY-2")
     await asyncio.sleep(0.2)
+    before = {name: cpu_seconds(pids) for name, pids in processes.items()}
+    client_before = time.process_time()
     samples = await ws_echo(ws)
+    rounds = WARMUP + len(samples)
+    cpu = {
+        name: (cpu_seconds(pids) - before[name]) / rounds * 1e3 for name, pids in processes.items()
+    }
+    cpu["client"] = (time.process_time() - client_before) / rounds * 1e3
     await ws.close()
-    return samples
+    return samples, cpu
 
 
 def _flood(size: int, wrap: int) -> bytes:
@@ -137,8 +165,10 @@ async def _echo_rounds(ws: ClientConnection) -> list[float]:
 
 async def _measure(platform: LivePlatform) -> dict:
     agent = platform.create_agent("bench-shell")["name"]
+    echo, echo_cpu = await chain_echo(platform, agent)
     return {
-        "echo": await chain_echo(platform, agent),
+        "echo": echo,
+        "echo_cpu": echo_cpu,
         "lines": await chain_throughput(platform, agent, wrap=76),
         "raw": await chain_throughput(platform, agent, wrap=0),
         "many": await many_terminals(platform, agent),
@@ -164,6 +194,10 @@ def measure() -> list[Row]:
             bare_samples,
             "bare PTY",
             {"p50": "≤ 0.5 ms", "p99": "≤ 2 ms"},
+        ),
+        *(
+            Row(f"terminal echo, full chain: {name} CPU per echo", chain["echo_cpu"][name], "ms")
+            for name in ("client", "daphne", "runner")
         ),
         *throughput_rows("terminal full chain", chain, bare_mbps),
         *latency_rows(f"terminal echo, {label}", many["echo"], chain["echo"], "1 terminal"),

@@ -9,7 +9,6 @@ sidecar row is plain ``mitmdump`` with a one-line header addon, measured in the 
 
 from __future__ import annotations
 
-import os
 import shutil
 import ssl
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.processes import cpu_seconds
 from bench.report import Row, percentile, print_rows, scaled
 from tests.vault.sidecar_support import Pki, Sidecar, Upstream, make_stub, make_value
 
@@ -29,11 +29,6 @@ NEW_CONN = scaled(60, 10)
 CLIENTS = 8
 PER_CLIENT = scaled(100, 10)
 ADDON = "def request(flow):\n    flow.request.headers['authorization'] = 'Bearer real-token'\n"
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _timed(fn) -> float:
@@ -48,9 +43,9 @@ def _measure(url: str, verify: ssl.SSLContext, proxy: str | None, pid: int | Non
         first = _timed(lambda: client.get(url, headers=headers).raise_for_status())
         for _ in range(20):
             client.get(url, headers=headers)
-        cpu0 = _cpu_seconds(pid) if pid else 0.0
+        cpu0 = cpu_seconds([pid]) if pid else 0.0
         keep = [_timed(lambda: client.get(url, headers=headers)) for _ in range(KEEPALIVE)]
-        cpu = (_cpu_seconds(pid) - cpu0) / KEEPALIVE * 1000 if pid else 0.0
+        cpu = (cpu_seconds([pid]) - cpu0) / KEEPALIVE * 1000 if pid else 0.0
     fresh = []
     for _ in range(NEW_CONN):
         with httpx.Client(verify=verify, proxy=proxy) as client:

@@ -35,7 +35,7 @@ from django.db import connections
 from django.utils import timezone
 
 from lapsite.errors import Conflict, LapError, TooLarge, Unavailable
-from sandboxes import services
+from sandboxes import messages, services
 from sandboxes.limits import MESSAGE_MAX_BYTES, require_at_most, runner_refusal
 from sandboxes.models import Session, SessionMessage
 from sandboxes.registry import runner_client
@@ -133,8 +133,8 @@ def turn_begin(session: Session, parts: list[dict[str, Any]]) -> Turn:
         if not claimed.filter(turn_started_at=previous).update(turn_started_at=now):
             raise Conflict("another turn claimed the session first", code="turn_in_flight")
     for stale in session.messages.filter(status=SessionMessage.Status.PENDING):
-        services.session_message_fail(stale, "the turn was lost")
-    message = services.session_message_append(session, role=SessionMessage.Role.USER, parts=parts)
+        messages.session_message_fail(stale, "the turn was lost")
+    message = messages.session_message_append(session, role=SessionMessage.Role.USER, parts=parts)
     services.session_touch(session.id)
     return Turn(session.id, now, message.pk, parts, runner_url, token)
 
@@ -163,8 +163,8 @@ def _turn_finish(turn: Turn, final: dict[str, Any]) -> Frame:
     if final["type"] == "done":
         message = final["message"]
         info = message.get("info") or {}
-        services.session_message_finish(user, status=SessionMessage.Status.COMPLETE)
-        services.session_message_append(
+        messages.session_message_finish(user, status=SessionMessage.Status.COMPLETE)
+        messages.session_message_append(
             session,
             role=SessionMessage.Role.ASSISTANT,
             parts=message.get("parts") or [],
@@ -175,7 +175,7 @@ def _turn_finish(turn: Turn, final: dict[str, Any]) -> Frame:
         )
         frame: Frame = {"type": "done", "message": message}
     else:
-        services.session_message_fail(user, final["error"])
+        messages.session_message_fail(user, final["error"])
         frame = {"type": "error", "message": final["error"]}
         if "code" in final:
             frame["code"] = final["code"]

@@ -1,4 +1,6 @@
-"""Session lifecycle: the only code that creates, changes or stops sessions and sandboxes.
+"""Session lifecycle: the only code that creates, changes or stops sessions and sandboxes
+(``sandboxes.reconcile`` acts through the functions here; a session's messages are
+``sandboxes.messages``).
 
 Every status change is a compare-and-set (``Session.transition``), so the
 operations here may race each other (a stop during bring-up, reconcile during
@@ -19,9 +21,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db import transaction
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
@@ -45,7 +46,8 @@ from sandboxes.drivers.base import (
     SandboxSpec,
 )
 from sandboxes.harness_setup import HarnessContext, harness_setup
-from sandboxes.limits import HISTORY_MAX_BYTES, MESSAGE_MAX_BYTES, json_size, require_at_most
+from sandboxes.limits import MESSAGE_MAX_BYTES, require_at_most
+from sandboxes.messages import session_history, session_message_fail
 from sandboxes.models import Sandbox, Session, SessionMessage
 from sandboxes.recordings import recording_keep
 from sandboxes.registry import get_driver, runner_client
@@ -62,7 +64,6 @@ from vault.services import (
     vault_material_mint,
     vault_prepare,
     vault_push,
-    vault_resync,
     vault_set_control_url,
     vault_stubs_mint,
 )
@@ -170,13 +171,14 @@ def session_stats_by_agent(agent_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, tu
 
 def session_runner(session: Session) -> tuple[str, str]:
     """``(runner_url, runner_token)`` of a ready session's sandbox; ``Conflict`` otherwise."""
-    sandbox = _live_sandbox(session) if session.status == Session.Status.READY else None
+    sandbox = live_sandbox(session) if session.status == Session.Status.READY else None
     if sandbox is None or not sandbox.runner_url:
         raise Conflict("session is not ready", code="not_ready")
     return sandbox.runner_url, crypto.decrypt(sandbox.runner_token)
 
 
-def _live_sandbox(session: Session) -> Sandbox | None:
+def live_sandbox(session: Session) -> Sandbox | None:
+    """The session's running sandbox (the newest, after a restart), if any."""
     return (
         Sandbox.objects.filter(session=session, state=Sandbox.State.RUNNING)
         .order_by("-created_at")
@@ -355,7 +357,7 @@ def _mark_ready(driver: SandboxDriver, session: Session, sandbox: Sandbox) -> bo
         last_seen_at=timezone.now(),
     )
     if not ready:  # stopped, failed or deleted while we worked
-        _sandbox_destroy(driver, sandbox)
+        sandbox_destroy(driver, sandbox)
     elif session.initial_prompt and not session.supports_tui:
         session_id = str(session.id)
         transaction.on_commit(
@@ -454,13 +456,13 @@ def _claim_bring_up(session: Session, sandbox: Sandbox, started: float) -> bool:
     try:
         stubs = vault_stubs_mint(sandbox=sandbox, agent=session.agent, session=session)
         if not _set_phase(session, Session.Phase.PUSHING_SECRETS):
-            _sandbox_destroy(driver, sandbox)
+            sandbox_destroy(driver, sandbox)
             return True
         # One attempt: a warm sidecar that does not answer is broken, and a cold start
         # is quicker than the push's back-off.
         vault_push(sandbox, attempts=1)
         if not _harness_start(driver, sandbox, session, stubs):
-            _sandbox_destroy(driver, sandbox)
+            sandbox_destroy(driver, sandbox)
             return True
     except HarnessSetupFailed as error:  # the session's own set-up, not a broken sandbox
         session_fail(session, error.message)
@@ -477,7 +479,7 @@ def _claim_bring_up(session: Session, sandbox: Sandbox, started: float) -> bool:
         Sandbox.objects.filter(pk=sandbox.pk).update(
             pool_state=Sandbox.PoolState.BROKEN, session=None, failure_reason=reason[:2000]
         )
-        _sandbox_destroy(driver, sandbox)
+        sandbox_destroy(driver, sandbox)
         return not session.transition(expected=(Session.Status.CREATING,), phase="")
     if _mark_ready(driver, session, sandbox):
         POOL_CLAIMS.labels(session.harness_id, "hit").inc()
@@ -522,11 +524,11 @@ def session_bring_up(session_id: str | uuid.UUID) -> None:
         )
         sandbox.runner_token = crypto.encrypt(sandbox.runner_token)
         if not _set_phase(session, Session.Phase.PUSHING_SECRETS):
-            _sandbox_destroy(driver, sandbox)
+            sandbox_destroy(driver, sandbox)
             return
         vault_push(sandbox)
         if not _harness_start(driver, sandbox, session, stubs):
-            _sandbox_destroy(driver, sandbox)
+            sandbox_destroy(driver, sandbox)
             return
     except DriverError as error:
         session_fail(session, str(error) or type(error).__name__)
@@ -598,7 +600,7 @@ def pool_sandbox_retire(sandbox: Sandbox, pool_state: str, reason: str = "") -> 
     if not taken:
         return False
     sandbox.pool_state = pool_state
-    _sandbox_destroy(get_driver(), sandbox)
+    sandbox_destroy(get_driver(), sandbox)
     return True
 
 
@@ -620,7 +622,7 @@ def pool_sandbox_check(sandbox: Sandbox) -> str | None:
 # --- ending --------------------------------------------------------------------------
 
 
-def _sandbox_destroy(driver: SandboxDriver, sandbox: Sandbox) -> bool:
+def sandbox_destroy(driver: SandboxDriver, sandbox: Sandbox) -> bool:
     """Destroy one sandbox; on a driver error leave the row for reconcile to retry."""
     handle = SandboxHandle(sandbox_id=str(sandbox.id), driver=sandbox.driver, ref=sandbox.ref)
     if sandbox.state == Sandbox.State.RUNNING:
@@ -641,7 +643,7 @@ def _destroy_sandboxes(session: Session) -> None:
     if leftovers:
         driver = get_driver()
         for sandbox in leftovers:
-            _sandbox_destroy(driver, sandbox)
+            sandbox_destroy(driver, sandbox)
 
 
 def session_fail(session: Session, reason: str) -> bool:
@@ -763,249 +765,6 @@ def tty_token_check(token: str, session_id: str | uuid.UUID) -> bool:
     except signing.BadSignature:
         return False
     return hmac.compare_digest(value.encode(), str(session_id).encode())
-
-
-# --- messages ------------------------------------------------------------------------
-
-
-def session_message_append(
-    session: Session,
-    *,
-    role: str,
-    parts: list[dict],
-    status: str = SessionMessage.Status.PENDING,
-    info: dict | None = None,
-) -> SessionMessage:
-    """Append a message with the next ``seq``; concurrent appends retry on a clash."""
-    for _ in range(5):
-        last = SessionMessage.objects.filter(session=session).aggregate(last=Max("seq"))["last"]
-        try:
-            with transaction.atomic():
-                return SessionMessage.objects.create(
-                    session=session,
-                    seq=0 if last is None else last + 1,
-                    role=role,
-                    status=status,
-                    parts=parts,
-                    info=info or {},
-                    completed_at=None
-                    if status == SessionMessage.Status.PENDING
-                    else timezone.now(),
-                )
-        except IntegrityError:
-            continue
-    raise Conflict("could not append the message, try again")
-
-
-def session_message_finish(
-    message: SessionMessage,
-    *,
-    status: str,
-    parts: list[dict] | None = None,
-    info: dict | None = None,
-) -> bool:
-    """Complete (or fail) a pending message once; a finished message is never rewritten."""
-    if status == SessionMessage.Status.PENDING:
-        raise ValueError("finish needs a final status")
-    changes: dict[str, object] = {"status": status, "completed_at": timezone.now()}
-    if parts is not None:
-        changes["parts"] = parts
-    if info is not None:
-        changes["info"] = info
-    won = (
-        SessionMessage.objects.filter(pk=message.pk, status=SessionMessage.Status.PENDING).update(
-            **changes
-        )
-        == 1
-    )
-    if won:
-        for field, value in changes.items():
-            setattr(message, field, value)
-    return won
-
-
-def session_message_fail(message: SessionMessage, reason: str) -> bool:
-    """Fail a pending message, saying why in its ``info.error`` (the harnesses' shape)."""
-    error = {"name": "HarnessError", "data": {"message": reason}}
-    return session_message_finish(
-        message, status=SessionMessage.Status.FAILED, info={"error": error}
-    )
-
-
-def session_history(session: Session) -> list[dict]:
-    """The completed messages' text, oldest first, for a new sandbox of the session (the
-    runner's ``history``): the newest that fit ``HISTORY_MAX_BYTES`` of the /start body."""
-    history: list[dict] = []
-    size = 0
-    completed = session.messages.filter(status=SessionMessage.Status.COMPLETE)
-    for message in completed.order_by("-seq"):
-        parts = [
-            {"type": "text", "text": part["text"]}
-            for part in message.parts
-            if part.get("type") == "text" and isinstance(part.get("text"), str)
-        ]
-        if not parts:
-            continue
-        entry = {"role": message.role, "parts": parts}
-        size += json_size(entry)
-        if size > HISTORY_MAX_BYTES:
-            break
-        history.append(entry)
-    return history[::-1]
-
-
-# --- reconcile -----------------------------------------------------------------------
-
-
-def _is_pool_owned(row: Sandbox | None) -> bool:
-    """An unclaimed warm-pool sandbox: pool maintenance's, never reconcile's."""
-    return (
-        row is not None
-        and row.session_id is None
-        and row.pool_state in (Sandbox.PoolState.PROVISIONING, Sandbox.PoolState.WARM)
-    )
-
-
-def _reconcile_with_driver(
-    driver: SandboxDriver, ready_ids: list[uuid.UUID], creating_ids: list[uuid.UUID]
-) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    infos = {
-        info.labels.get(LABEL_SANDBOX) or info.handle.sandbox_id: info for info in driver.list()
-    }
-    # A sandbox stuck before it is ready (an image that cannot be pulled, a pod no node can
-    # take) fails its session with the driver's reason rather than at the creating timeout.
-    handled: set[str] = set()
-    starting = Sandbox.objects.filter(
-        session_id__in=creating_ids, session__status=Session.Status.CREATING
-    ).exclude(state=Sandbox.State.DESTROYED)
-    for sandbox in starting.select_related("session"):
-        info = infos.get(str(sandbox.id))
-        if info is not None and info.state == "pending" and info.reason:
-            if session_fail(sandbox.session, info.reason):
-                counts["stuck"] += 1
-            handled.add(str(sandbox.id))  # destroyed with its session
-    for session in Session.objects.filter(pk__in=ready_ids, status=Session.Status.READY):
-        sandbox = _live_sandbox(session)
-        info = infos.get(str(sandbox.id)) if sandbox else None
-        if info is None:
-            reason = "sandbox vanished"
-        elif info.state == "exited":
-            reason = f"sandbox exited: {info.reason}" if info.reason else "sandbox exited"
-        else:
-            continue
-        if session_stop(session, reason=reason):
-            counts["vanished"] += 1
-    listed = [uuid.UUID(key) for key in infos if _is_uuid(key)]
-    rows = {
-        str(row.id): row for row in Sandbox.objects.filter(pk__in=listed).select_related("session")
-    }
-    for sandbox_id, info in infos.items():
-        if sandbox_id in handled:
-            continue
-        row = rows.get(sandbox_id)
-        in_use = row is not None and row.session is not None and row.session.is_live
-        if in_use or _is_pool_owned(row):
-            continue
-        if row is not None:
-            if _sandbox_destroy(driver, row):
-                counts["orphans"] += 1
-            continue
-        try:
-            driver.destroy(info.handle)
-            counts["orphans"] += 1
-        except DriverError as error:
-            logger.warning("destroying orphan sandbox %s failed: %s", sandbox_id, error)
-    # Rows of ended sessions whose sandbox the driver no longer knows: already gone.
-    ended = Q(session__isnull=False) & ~Q(session__status__in=LIVE)
-    detached = Q(session__isnull=True) & ~Q(labels__has_key=LABEL_POOL_HARNESS)
-    Sandbox.objects.exclude(state=Sandbox.State.DESTROYED).exclude(pk__in=listed).filter(
-        ended | detached
-    ).update(state=Sandbox.State.DESTROYED, destroyed_at=timezone.now())
-    return counts
-
-
-def _vaults_heal(driver: SandboxDriver) -> Counter[str]:
-    """Ready sessions' vault sidecars that lost their bundle get it again; dead ones are
-    restarted by the driver first. Until then their sandbox's egress fails closed."""
-    counts: Counter[str] = Counter()
-    sandboxes = Sandbox.objects.filter(
-        session__status=Session.Status.READY,
-        state=Sandbox.State.RUNNING,
-        vault__pushed_version__isnull=False,
-    )
-    for sandbox in sandboxes:
-        try:
-            if vault_resync(sandbox):
-                counts["vault_repushed"] += 1
-            continue
-        except LapError:
-            pass  # no answer: the sidecar is gone
-        handle = SandboxHandle(sandbox_id=str(sandbox.id), driver=sandbox.driver, ref=sandbox.ref)
-        try:
-            if driver.vault_restart(handle):
-                driver.wait_ready(handle, timeout=float(settings.LAP_CREATING_TIMEOUT))
-            vault_push(sandbox)
-        except (DriverError, LapError) as error:
-            reason = error.message if isinstance(error, LapError) else str(error)
-            logger.warning("vault sidecar of sandbox %s not restored: %s", sandbox.id, reason)
-            continue
-        counts["vault_restarted"] += 1
-    return counts
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def reconcile() -> dict[str, int]:
-    """Bring the database and the driver's sandboxes into agreement. Level-triggered.
-
-    Fails sessions stuck in ``creating`` past ``LAP_CREATING_TIMEOUT``, or whose
-    sandbox the driver reports stuck while pending (with its reason, e.g.
-    ``ImagePullBackOff: …``), reaps ready sessions idle past ``LAP_IDLE_TIMEOUT``,
-    marks ready sessions whose sandbox vanished or exited as dead (with the driver's
-    reason), destroys sandboxes that belong to no live session and restores the vault
-    sidecars of ready sessions that died or lost their bundle. Returns counts of what it did.
-    """
-    now = timezone.now()
-    counts: Counter[str] = Counter()
-    creating_cutoff = now - timedelta(seconds=settings.LAP_CREATING_TIMEOUT)
-    creating = Session.objects.filter(status=Session.Status.CREATING).annotate(
-        since=Coalesce("restarted_at", "created_at")
-    )
-    for session in creating.filter(since__lt=creating_cutoff):
-        where = f" in phase {session.phase}" if session.phase else ""
-        reason = f"creating timed out after {settings.LAP_CREATING_TIMEOUT}s{where}"
-        if session_fail(session, reason):
-            counts["timed_out"] += 1
-    idle_cutoff = now - timedelta(seconds=settings.LAP_IDLE_TIMEOUT)
-    idle = Session.objects.filter(status=Session.Status.READY).annotate(
-        seen=Coalesce("last_seen_at", "created_at")
-    )
-    for session in idle.filter(seen__lt=idle_cutoff):
-        if session_stop(session, reason="idle timeout"):
-            counts["idle"] += 1
-    # Read the ready set before asking the driver, so a session that becomes
-    # ready after the listing is not mistaken for one whose sandbox vanished.
-    ready_ids = list(
-        Session.objects.filter(status=Session.Status.READY).values_list("pk", flat=True)
-    )
-    creating_ids = list(
-        Session.objects.filter(status=Session.Status.CREATING).values_list("pk", flat=True)
-    )
-    try:
-        driver = get_driver()
-        counts.update(_reconcile_with_driver(driver, ready_ids, creating_ids))
-        counts.update(_vaults_heal(driver))
-    except DriverError as error:
-        logger.warning("reconcile: the driver cannot list sandboxes: %s", error)
-        counts["driver_errors"] += 1
-    return dict(counts)
 
 
 # --- health and schedules ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""django-q2 entry points: thin, idempotent wrappers over ``sandboxes.services``."""
+"""django-q2 entry points: thin, idempotent wrappers over the sandboxes app's services."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 
 from sandboxes import conversation, services
 from sandboxes.models import Session
+from sandboxes.reconcile import reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def session_first_turn(session_id: str) -> None:
 
 
 def sandbox_reconcile() -> dict[str, int]:
-    counts = services.reconcile()
+    counts = reconcile()
     if counts:
         logger.info("reconcile: %s", counts)
     return counts

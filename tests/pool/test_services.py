@@ -12,6 +12,7 @@ from pool.models import PoolTarget
 from sandboxes import services as sandbox_services
 from sandboxes.drivers.base import SandboxSpec
 from sandboxes.models import Sandbox, Session
+from sandboxes.reconcile import reconcile
 from tests.conftest import SECRET
 
 pytestmark = pytest.mark.django_db
@@ -175,7 +176,7 @@ def test_provision_failure_is_recorded(fake_driver):
 
 def test_reconcile_leaves_warm_sandboxes_alone(fake_driver):
     warm(2)
-    assert sandbox_services.reconcile() == {}
+    assert reconcile() == {}
     assert Sandbox.objects.filter(pool_state="warm", state="running").count() == 2
     assert len(fake_driver.sandboxes) == 2
 
@@ -185,7 +186,7 @@ def test_reconcile_destroys_a_claimed_sandbox_of_an_ended_session(agent, user, f
     PoolTarget.objects.all().delete()
     session = create(agent, user)
     Session.objects.filter(pk=session.pk).update(status="dead")
-    assert sandbox_services.reconcile() == {"orphans": 1}
+    assert reconcile() == {"orphans": 1}
     assert not fake_driver.sandboxes
 
 

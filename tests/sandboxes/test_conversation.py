@@ -22,9 +22,10 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from agents.services import agent_create
-from sandboxes import conversation, services
+from sandboxes import conversation, messages, services
 from sandboxes.limits import HISTORY_MAX_BYTES, MESSAGE_MAX_BYTES, MESSAGE_MAX_PARTS
 from sandboxes.models import Session, SessionMessage
+from sandboxes.reconcile import reconcile
 from sandboxes.runner_client import RunnerError
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -256,7 +257,7 @@ def test_unknown_session_is_404(api_client):
 
 
 def test_a_turn_slot_the_runner_no_longer_knows_is_taken_over(api_client, api_session):
-    lost = services.session_message_append(api_session, role="user", parts=[{"text": "lost"}])
+    lost = messages.session_message_append(api_session, role="user", parts=[{"text": "lost"}])
     Session.objects.filter(pk=api_session.pk).update(
         turn_started_at=timezone.now() - timedelta(minutes=5)
     )
@@ -419,7 +420,7 @@ def test_restart_hands_over_only_the_newest_history_the_runner_takes(api_session
             status=SessionMessage.Status.COMPLETE,
             parts=[{"type": "text", "text": f"reply {seq} " + "\x1b" * 60_000}],
         )
-    history = services.session_history(api_session)
+    history = messages.session_history(api_session)
     assert [entry["parts"][0]["text"][:7] for entry in history] == ["reply 2"]
     body = json.dumps(history, ensure_ascii=False, separators=(",", ":")).encode()
     assert len(body) <= HISTORY_MAX_BYTES
@@ -439,7 +440,7 @@ def test_restart_revives_a_dead_session_and_refuses_a_creating_one(
 
 
 def test_restart_fails_the_turn_in_flight(api_client, api_session):
-    pending = services.session_message_append(api_session, role="user", parts=[{"text": "x"}])
+    pending = messages.session_message_append(api_session, role="user", parts=[{"text": "x"}])
     Session.objects.filter(pk=api_session.pk).update(turn_started_at=timezone.now())
     api_client.post(url(api_session, "restart"))
     pending.refresh_from_db()
@@ -453,7 +454,7 @@ def test_reconcile_counts_a_restart_from_when_it_began(api_session, settings):
         status="creating",
         restarted_at=timezone.now(),
     )
-    assert services.reconcile().get("timed_out", 0) == 0
+    assert reconcile().get("timed_out", 0) == 0
 
 
 def test_initial_prompt_runs_as_the_first_turn_once_ready(api_client, api_agent, fake_driver):

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from sandboxes import services, tasks
 from sandboxes.models import Sandbox, Session
+from sandboxes.reconcile import reconcile
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +17,7 @@ def sandbox_id(session: Session) -> str:
 
 
 def test_nothing_to_do_on_a_healthy_platform(ready_session, fake_driver):
-    assert services.reconcile() == {}
+    assert reconcile() == {}
     ready_session.refresh_from_db()
     assert ready_session.status == Session.Status.READY
     assert len(fake_driver.sandboxes) == 1
@@ -25,9 +26,9 @@ def test_nothing_to_do_on_a_healthy_platform(ready_session, fake_driver):
 def test_fails_sessions_stuck_in_creating(session, settings, time_machine):
     settings.LAP_CREATING_TIMEOUT = 300
     time_machine.move_to(timezone.now() + timedelta(seconds=299))
-    assert services.reconcile() == {}
+    assert reconcile() == {}
     time_machine.move_to(timezone.now() + timedelta(seconds=2))
-    assert services.reconcile() == {"timed_out": 1}
+    assert reconcile() == {"timed_out": 1}
     session.refresh_from_db()
     assert session.status == Session.Status.FAILED
     assert session.failure_reason == "creating timed out after 300s"
@@ -39,7 +40,7 @@ def test_stuck_session_with_a_sandbox_gets_it_destroyed(session, fake_driver, se
     Session.objects.filter(pk=session.pk).update(
         status=Session.Status.CREATING, phase=Session.Phase.STARTING_HARNESS
     )
-    assert services.reconcile()["timed_out"] == 1
+    assert reconcile()["timed_out"] == 1
     session.refresh_from_db()
     assert "in phase starting_harness" in session.failure_reason
     assert not fake_driver.sandboxes
@@ -54,9 +55,9 @@ def test_creating_session_whose_sandbox_is_stuck_pending_fails_with_the_reason(
     )
     sandbox = fake_driver.sandboxes[sandbox_id(session)]
     sandbox.state, sandbox.reason = "pending", ""  # still coming up: left alone
-    assert services.reconcile() == {}
+    assert reconcile() == {}
     sandbox.reason = 'runner: ImagePullBackOff: Back-off pulling image "lap/harness-shell:x"'
-    assert services.reconcile() == {"stuck": 1}
+    assert reconcile() == {"stuck": 1}
     session.refresh_from_db()
     assert session.status == Session.Status.FAILED
     assert session.failure_reason == sandbox.reason
@@ -65,7 +66,7 @@ def test_creating_session_whose_sandbox_is_stuck_pending_fails_with_the_reason(
 
 def test_ready_session_whose_sandbox_exited_is_dead_with_reason(ready_session, fake_driver):
     fake_driver.exit(sandbox_id(ready_session), "OOMKilled")
-    assert services.reconcile()["vanished"] == 1
+    assert reconcile()["vanished"] == 1
     ready_session.refresh_from_db()
     assert ready_session.status == Session.Status.DEAD
     assert ready_session.failure_reason == "sandbox exited: OOMKilled"
@@ -74,7 +75,7 @@ def test_ready_session_whose_sandbox_exited_is_dead_with_reason(ready_session, f
 
 def test_ready_session_whose_sandbox_vanished_is_dead(ready_session, fake_driver):
     fake_driver.vanish(sandbox_id(ready_session))
-    services.reconcile()
+    reconcile()
     ready_session.refresh_from_db()
     assert (ready_session.status, ready_session.failure_reason) == ("dead", "sandbox vanished")
     assert Sandbox.objects.get().state == Sandbox.State.DESTROYED
@@ -86,7 +87,7 @@ def test_destroys_sandboxes_without_a_live_session(ready_session, fake_driver):
     services.session_stop(ready_session)
     fake_driver.failures.clear()
     fake_driver.add_orphan("f0000000-0000-4000-8000-000000000001")
-    assert services.reconcile() == {"orphans": 2}
+    assert reconcile() == {"orphans": 2}
     assert not fake_driver.sandboxes
     assert Sandbox.objects.get().state == Sandbox.State.DESTROYED
 
@@ -96,12 +97,12 @@ def test_destroys_pool_labelled_sandboxes_the_database_does_not_know(fake_driver
     fake_driver.add_orphan(
         "f0000000-0000-4000-8000-000000000002", labels={"lap.pool/harness": "shell"}
     )
-    assert services.reconcile() == {"orphans": 1}
+    assert reconcile() == {"orphans": 1}
     assert not fake_driver.sandboxes
 
 
 def test_creating_sessions_keep_their_sandboxes(session, fake_driver):
-    fake_driver.before("wait_ready", lambda: services.reconcile())
+    fake_driver.before("wait_ready", lambda: reconcile())
     services.session_bring_up(session.id)
     session.refresh_from_db()
     assert session.status == Session.Status.READY
@@ -111,10 +112,10 @@ def test_creating_sessions_keep_their_sandboxes(session, fake_driver):
 def test_reaps_idle_sessions(ready_session, fake_driver, settings, time_machine):
     settings.LAP_IDLE_TIMEOUT = 3600
     time_machine.move_to(ready_session.last_seen_at + timedelta(seconds=3599))
-    assert services.reconcile() == {}
+    assert reconcile() == {}
     services.session_touch(ready_session.id)
     time_machine.move_to(timezone.now() + timedelta(seconds=3601))
-    assert services.reconcile() == {"idle": 1}
+    assert reconcile() == {"idle": 1}
     ready_session.refresh_from_db()
     assert (ready_session.status, ready_session.failure_reason) == ("dead", "idle timeout")
     assert not fake_driver.sandboxes
@@ -123,7 +124,7 @@ def test_reaps_idle_sessions(ready_session, fake_driver, settings, time_machine)
 def test_driver_listing_failure_still_handles_the_database(session, fake_driver, settings):
     settings.LAP_CREATING_TIMEOUT = 0
     fake_driver.fail("list", "apiserver down", retryable=True)
-    assert services.reconcile() == {"timed_out": 1, "driver_errors": 1}
+    assert reconcile() == {"timed_out": 1, "driver_errors": 1}
 
 
 def test_reconcile_task_runs_the_service(ready_session, fake_driver):
@@ -135,11 +136,11 @@ def test_restarts_a_dead_vault_sidecar_and_pushes_its_bundle_again(ready_session
     sandbox = sandbox_id(ready_session)
     pushed = fake_driver.vault(sandbox).policy.version
     fake_driver.kill_vault(sandbox)
-    assert services.reconcile() == {"vault_restarted": 1}
+    assert reconcile() == {"vault_restarted": 1}
     policy = fake_driver.vault(sandbox).policy  # a new Vault: the restarted sidecar's
     assert policy is not None and policy.version > pushed
     assert [s.name for s in policy.by_stub.values()] == ["GITHUB_TOKEN"]
-    assert services.reconcile() == {}
+    assert reconcile() == {}
     ready_session.refresh_from_db()
     assert ready_session.status == Session.Status.READY
 
@@ -149,7 +150,7 @@ def test_pushes_again_to_a_sidecar_restarted_by_its_runtime(ready_session, fake_
     sandbox = sandbox_id(ready_session)
     vault = fake_driver.vault(sandbox)
     fake_driver.sandboxes[sandbox].vault = type(vault)(vault.key, sandbox_id=sandbox)
-    assert services.reconcile() == {"vault_repushed": 1}
+    assert reconcile() == {"vault_repushed": 1}
     assert fake_driver.vault(sandbox).policy is not None
 
 
@@ -157,8 +158,8 @@ def test_a_vault_that_cannot_be_restored_waits_for_the_next_tick(ready_session, 
     sandbox = sandbox_id(ready_session)
     fake_driver.kill_vault(sandbox)
     fake_driver.fail("vault_restart", "no luck")
-    assert services.reconcile() == {}
+    assert reconcile() == {}
     ready_session.refresh_from_db()
     assert ready_session.status == Session.Status.READY
     del fake_driver.failures["vault_restart"]
-    assert services.reconcile() == {"vault_restarted": 1}
+    assert reconcile() == {"vault_restarted": 1}

@@ -7,7 +7,7 @@ from agents.validation import env_var_errors
 from sandboxes import services
 from sandboxes.drivers import local_jail
 from sandboxes.drivers.kubernetes import KubernetesDriver
-from sandboxes.models import Sandbox, Session, SessionMessage
+from sandboxes.models import Sandbox, Session
 from tests.conftest import SECRET
 
 pytestmark = pytest.mark.django_db
@@ -226,18 +226,6 @@ def test_tty_token_expires(ready_session, settings, time_machine):
     assert services.tty_token_check(token, ready_session.id)
     time_machine.move_to("2030-01-01T00:01:01Z", tick=False)
     assert not services.tty_token_check(token, ready_session.id)
-
-
-def test_messages_append_with_increasing_seq_and_finish_once(session):
-    first = services.session_message_append(session, role="user", parts=[{"type": "text"}])
-    second = services.session_message_append(session, role="assistant", parts=[])
-    assert (first.seq, second.seq) == (0, 1)
-    assert services.session_message_finish(second, status="complete", parts=[{"t": 1}]) is True
-    assert services.session_message_finish(second, status="failed") is False
-    second.refresh_from_db()
-    assert (second.status, second.parts) == ("complete", [{"t": 1}])
-    assert second.completed_at is not None
-    assert SessionMessage.objects.filter(session=session).count() == 2
 
 
 def test_driver_check_reports_driver_failure(fake_driver):

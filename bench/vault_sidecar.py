@@ -2,9 +2,10 @@
 
 Added latency on a keep-alive connection (p50/p99) and on a new TLS connection per request
 (p50), requests/s through the proxy from ``CLIENTS`` concurrent keep-alive clients, proxy CPU
-per keep-alive request (utime+stime from /proc/<pid>/stat), and the first request to a host
-the proxy has not seen yet. Upstream: a local aiohttp TLS echo server. The baseline of each
-sidecar row is plain ``mitmdump`` with a one-line header addon, measured in the same run.
+per keep-alive request and per new connection (utime+stime from /proc/<pid>/stat), and the
+first request to a host the proxy has not seen yet. Upstream: a local aiohttp TLS echo
+server. The baseline of each sidecar row is plain ``mitmdump`` with a one-line header addon,
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -47,14 +48,17 @@ def _measure(url: str, verify: ssl.SSLContext, proxy: str | None, pid: int | Non
         keep = [_timed(lambda: client.get(url, headers=headers)) for _ in range(KEEPALIVE)]
         cpu = (cpu_seconds([pid]) - cpu0) / KEEPALIVE * 1000 if pid else 0.0
     fresh = []
+    cpu0 = cpu_seconds([pid]) if pid else 0.0
     for _ in range(NEW_CONN):
         with httpx.Client(verify=verify, proxy=proxy) as client:
             fresh.append(_timed(lambda c=client: c.get(url, headers=headers)))
+    cpu_new = (cpu_seconds([pid]) - cpu0) / NEW_CONN * 1000 if pid else 0.0
     return {
         "p50": percentile(keep, 0.5),
         "p99": percentile(keep, 0.99),
         "new": percentile(fresh, 0.5),
         "cpu": cpu,
+        "cpu_new": cpu_new,
         "first": first,
         "rps": _requests_per_second(url, verify, proxy, headers),
     }
@@ -212,6 +216,13 @@ def measure() -> list[Row]:
                 dump["cpu"],
                 mitmdump,
                 "≤ 0.4 ms",
+            ),
+            Row(
+                f"{name}: proxy CPU per new TLS connection",
+                ours["cpu_new"],
+                "ms",
+                dump["cpu_new"],
+                mitmdump,
             ),
         ]
     rows.append(

@@ -110,7 +110,8 @@ class BaseSecretFormSet(forms.BaseFormSet):
             if name in seen:
                 form.add_error("name", f"{name} appears twice")
             seen.add(name)
-            if not form.cleaned_data["value"] and name not in self.stored:
+            # A value its field refused (a NUL byte) is missing here and has its error.
+            if form.cleaned_data.get("value") == "" and name not in self.stored:
                 form.add_error("value", "a new secret needs a value")
 
     def secrets(self) -> list[tuple[str, str, list[str]]]:

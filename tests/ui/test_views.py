@@ -185,6 +185,17 @@ def test_blank_secret_rows_are_ignored_and_a_row_without_a_name_is_refused(clien
     assert not Agent.objects.filter(name="no-name-row").exists()
 
 
+def test_a_secret_value_with_a_nul_byte_is_refused_on_its_field(client):
+    response = client.post(
+        reverse("webui:agent-create"), agent_post(**{"secrets-0-value": "a\x00b"})
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    start = html.index('name="secrets-0-value"')
+    assert "Null characters are not allowed." in html[start : html.index("</td>", start)]
+    assert not Agent.objects.filter(name="from-the-form").exists()
+
+
 def test_taken_name_is_reported_on_the_name_field(client, agent):
     response = client.post(reverse("webui:agent-create"), agent_post(name=agent.name))
     html = response.content.decode()

@@ -97,7 +97,9 @@ class BaseSecretFormSet(forms.BaseFormSet):
         super().__init__(*args, **kwargs)
         self.stored = stored
         for form in self.forms:
-            if form.initial.get("name") in stored:
+            # The submitted name when the form comes back refused, so a stored secret's row
+            # still says it is stored (its value is never sent back).
+            if form["name"].value() in stored:
                 form.fields["name"].widget.attrs["readonly"] = True
                 form.fields["value"].widget.attrs["placeholder"] = "•••••••• (type to replace)"
 

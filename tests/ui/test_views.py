@@ -231,6 +231,22 @@ def test_edit_form_masks_stored_secrets_and_keeps_them_unless_replaced(client, a
     assert agent.env_vars == {} and agent.env_var_hosts == {}
 
 
+def test_a_refused_edit_still_shows_the_stored_secrets_as_stored(client, agent):
+    url = reverse("webui:agent-edit", args=[agent.id])
+    refused = agent_post(
+        name=agent.name,
+        repo_url="ftp://example.com/r.git",
+        **{"secrets-INITIAL_FORMS": "1", "secrets-0-value": ""},
+    )
+    response = client.post(url, refused)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "must be an https:// URL" in html
+    row = html[html.index('name="secrets-0-name"') : html.index('name="secrets-0-hosts"')]
+    assert "readonly" in row and "•••••••• (type to replace)" in row
+    assert SECRET not in html
+
+
 def test_unknown_agent_or_session_is_a_404(client):
     assert client.get(reverse("webui:agent-edit", args=["nobody"])).status_code == 404
     missing = "00000000-0000-0000-0000-000000000000"

@@ -14,7 +14,8 @@ from agents.models import Agent
 from agents.services import agent_create
 from pool.models import PoolTarget
 from sandboxes.models import Session
-from sandboxes.services import session_bring_up, session_create
+from sandboxes.recordings import recording_path
+from sandboxes.services import session_bring_up, session_create, session_fail
 from tests.conftest import SECRET
 from vault import crypto
 from webui import urls as webui_urls
@@ -307,6 +308,21 @@ def test_stop_button_stops_the_session(client, ready_session, fake_driver):
     assert not fake_driver.sandboxes
     html = client.get(response["Location"]).content.decode()
     assert "Session dead" in html and 'aria-label="Stop this session"' not in html
+
+
+def test_recording_is_offered_only_when_there_is_one(client, agent, user, settings, tmp_path):
+    settings.LAP_HOME = str(tmp_path)
+    creating = session_create(agent=agent, user=user)
+    page = client.get(reverse("webui:session-detail", args=[creating.id])).content.decode()
+    assert "Download the terminal recording" not in page
+    session_fail(creating, "the sandbox did not start")
+    page = client.get(reverse("webui:session-detail", args=[creating.id])).content.decode()
+    assert "Session failed" in page and "Download the terminal recording" not in page
+    kept = recording_path(creating.id)
+    kept.parent.mkdir()
+    kept.write_text('{"version": 2, "width": 80, "height": 24}\n')
+    page = client.get(reverse("webui:session-detail", args=[creating.id])).content.decode()
+    assert "Download the terminal recording" in page
 
 
 def test_session_list_filters_and_its_rows_poll(client, ready_session, user):

@@ -13,6 +13,7 @@ from agents.services import agent_get
 from lapsite.errors import LapError
 from sandboxes import services
 from sandboxes.models import Session
+from sandboxes.recordings import recording_path
 from webui.forms import SessionFilterForm
 from webui.views import get_or_404
 
@@ -82,6 +83,10 @@ def _session_context(session: Session) -> dict:
         "api": api,
         "tty_path": api + "/tty",
         "recording_url": reverse("sandboxes:session-recording", args=[session.id]),
+        # A ready session's runner serves its recording; an ended one has it only if it was
+        # kept at stop (one that never came up has none, and the download would fail).
+        "has_recording": session.status == Session.Status.READY
+        or recording_path(session.id).is_file(),
     }
 
 

@@ -255,8 +255,9 @@
       notice(`restart failed: ${problem.error || response.status}`, "error");
       return;
     }
-    await loadHistory();
-    notice("restarted", "ok");
+    // The session is coming up again in a new sandbox and takes no message until it is
+    // ready: the page shows its bring-up, then the chat with the conversation.
+    location.reload();
   });
 
   loadHistory();

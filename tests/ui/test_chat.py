@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from agents.services import agent_create
+from sandboxes.models import Session
 from sandboxes.services import session_bring_up, session_create
 from tests.ui.conftest import screenshot
 
@@ -139,10 +140,28 @@ def test_chat_shows_history_streams_a_reply_and_folds_tool_calls(
         assert path == f"{api}/message_stream" and body == {"text": "list the files"}
         assert token  # the CSRF token the platform's session authentication asks for
 
+
+def test_restart_shows_the_session_coming_up_again(browser, live_server, chat_session):
+    """After Restart the session is creating in a new sandbox: the page shows its bring-up
+    (and then the chat again), not the old chat, whose next message would be refused."""
+    api = f"/api/v1/managed_agents/sessions/{chat_session.id}"
+    sent: list[str] = []
+
+    def answer(route: Route) -> None:
+        if route.request.method == "GET":
+            route.fulfill(json=HISTORY)
+            return
+        sent.append(route.request.url.removeprefix(live_server.url))
+        Session.objects.filter(pk=chat_session.pk).update(status=Session.Status.CREATING)
+        route.fulfill(json={"id": str(chat_session.id), "status": "creating"})
+
+    with chat_page(browser, live_server, chat_session, answer) as page:
+        expect(page.locator("#chat-send")).to_be_enabled()
         page.once("dialog", lambda dialog: dialog.accept())
         page.click("#chat-restart")
-        expect(log).to_contain_text("restarted")
-        assert sent[-1][0] == f"{api}/restart"
+        expect(page.locator(".session-main h2")).to_have_text("Starting…")
+        expect(page.locator("#chat")).to_have_count(0)
+        assert sent == [f"{api}/restart"]
 
 
 def test_a_message_waits_for_the_history(browser, live_server, chat_session):

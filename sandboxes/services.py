@@ -138,8 +138,10 @@ def session_list(
     agent_id: str | None = None,
     status: str | None = None,
     limit: int = 50,
+    offset: int = 0,
 ) -> list[Session]:
-    """The sessions ``viewer`` may see, newest first; ``agent_id`` is an agent's id or name."""
+    """The sessions ``viewer`` may see, newest first, ``limit`` from ``offset``; ``agent_id``
+    is an agent's id or name."""
     sessions = Session.objects.visible_to(viewer).select_related("agent")
     if agent_id:
         try:
@@ -148,7 +150,7 @@ def session_list(
             sessions = sessions.filter(agent__name=agent_id)
     if status:
         sessions = sessions.filter(status=status)
-    return list(sessions[:limit])
+    return list(sessions[offset : offset + limit])
 
 
 def session_counts_by_status() -> dict[str, int]:

@@ -19,6 +19,8 @@ from sandboxes.services import session_bring_up, session_create, session_fail
 from tests.conftest import SECRET
 from vault import crypto
 from webui import urls as webui_urls
+from webui.views.agents import PAGE_SIZE as AGENT_PAGE
+from webui.views.sessions import PAGE_SIZE as SESSION_PAGE
 
 pytestmark = pytest.mark.django_db
 
@@ -266,6 +268,33 @@ def test_agent_list_searches_and_shows_session_counts(client, agent, ready_sessi
     assert "status-ready" in row and ">1</a>" in row
     found = client.get(reverse("webui:agent-list"), {"q": "other"}).content.decode()
     assert 'data-agent="other-agent"' in found and 'data-agent="test-agent"' not in found
+
+
+def test_agent_list_pages_through_every_agent(client, user):
+    for i in range(AGENT_PAGE + 3):
+        agent_create(user=user, name=f"paged-{i:02d}", harness_id="shell")
+    url = reverse("webui:agent-list")
+    first = client.get(url, {"q": "paged"}).content.decode()
+    assert first.count("data-agent=") == AGENT_PAGE and 'data-agent="paged-00"' not in first
+    assert 'href="?q=paged&amp;page=2"' in first and "← Newer" not in first
+    second = client.get(url, {"q": "paged", "page": "2"}).content.decode()
+    assert second.count("data-agent=") == 3 and 'data-agent="paged-00"' in second
+    assert 'href="?q=paged&amp;page=1"' in second and "Older →" not in second
+    for odd in ("0", "-1", "x", "²", "9" * 30):  # not a page number: the first page
+        html = client.get(url, {"q": "paged", "page": odd}).content.decode()
+        assert re.findall(r'data-agent="[^"]+"', html) == re.findall(r'data-agent="[^"]+"', first)
+
+
+def test_session_list_pages_through_every_session(client, agent, user):
+    made = [session_create(agent=agent, user=user) for _ in range(SESSION_PAGE + 1)]
+    url = reverse("webui:session-list")
+    first = client.get(url).content.decode()
+    assert first.count("data-session=") == SESSION_PAGE and str(made[0].id) not in first
+    assert 'href="?page=2"' in first
+    second = client.get(url, {"page": "2"}).content.decode()
+    assert second.count("data-session=") == 1 and str(made[0].id) in second
+    assert 'hx-get="/sessions/rows/?page=2"' in second  # the poll keeps to its page
+    assert "Older →" not in second
 
 
 def test_starting_a_session_shows_its_progress_then_the_terminal(

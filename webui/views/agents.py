@@ -14,7 +14,7 @@ from agents.validation import agent_errors
 from lapsite.errors import Conflict, LapError
 from sandboxes.services import session_stats_by_agent
 from webui.forms import AgentForm, SecretFormSet
-from webui.views import get_or_404
+from webui.views import get_or_404, page_number, pager
 
 PAGE_SIZE = 50
 
@@ -22,12 +22,19 @@ PAGE_SIZE = 50
 @login_required
 def agent_list(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()
-    agents, total = services.agent_list(viewer=request.user, search=search, limit=PAGE_SIZE)
+    page = page_number(request)
+    agents, total = services.agent_list(
+        viewer=request.user, search=search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
     stats = session_stats_by_agent(agent.pk for agent in agents)
     rows = [(agent, *stats.get(agent.pk, (0, ""))) for agent in agents]
-    return render(
-        request, "webui/agent_list.html", {"rows": rows, "total": total, "search": search}
-    )
+    context = {
+        "rows": rows,
+        "total": total,
+        "search": search,
+        "pager": pager(request, page, has_older=page * PAGE_SIZE < total),
+    }
+    return render(request, "webui/agent_list.html", context)
 
 
 def _initial(agent: Agent) -> tuple[dict, list[dict]]:

@@ -15,36 +15,43 @@ from sandboxes import services
 from sandboxes.models import Session
 from sandboxes.recordings import recording_path
 from webui.forms import SessionFilterForm
-from webui.views import get_or_404
+from webui.views import get_or_404, page_number, pager
 
 PAGE_SIZE = 100
 # Bring-up phases in the order a cold start walks them (a warm claim skips some).
 PHASES = [phase for phase in Session.Phase if phase != Session.Phase.READY]
 
 
-def _filtered(request: HttpRequest) -> tuple[SessionFilterForm, list[Session]]:
+def _filtered(request: HttpRequest) -> tuple[SessionFilterForm, list[Session], bool]:
+    """The filter form, the page's sessions and whether older ones follow."""
     filters = SessionFilterForm(request.GET)
     query = filters.cleaned_data if filters.is_valid() else {}
     sessions = services.session_list(
         viewer=request.user,
         agent_id=query.get("agent") or None,
         status=query.get("status") or None,
-        limit=PAGE_SIZE,
+        limit=PAGE_SIZE + 1,  # one more: is there a next page?
+        offset=(page_number(request) - 1) * PAGE_SIZE,
     )
-    return filters, sessions
+    return filters, sessions[:PAGE_SIZE], len(sessions) > PAGE_SIZE
 
 
 @login_required
 def session_list(request: HttpRequest) -> HttpResponse:
-    filters, sessions = _filtered(request)
-    context = {"filters": filters, "sessions": sessions, "query": request.GET.urlencode()}
+    filters, sessions, has_older = _filtered(request)
+    context = {
+        "filters": filters,
+        "sessions": sessions,
+        "query": request.GET.urlencode(),
+        "pager": pager(request, page_number(request), has_older=has_older),
+    }
     return render(request, "webui/session_list.html", context)
 
 
 @login_required
 def session_rows(request: HttpRequest) -> HttpResponse:
     """The list's rows alone: the page polls this to show status changes without a reload."""
-    _, sessions = _filtered(request)
+    _, sessions, _ = _filtered(request)
     return render(request, "webui/_session_rows.html", {"sessions": sessions})
 
 

@@ -86,6 +86,20 @@ def test_every_page_sends_anonymous_users_to_the_login_form(agent, session):
             assert response["Location"] == f"{reverse('webui:login')}?next={url}", name
 
 
+def test_a_logged_out_poll_sends_the_page_to_the_login_form(agent, session):
+    """htmx follows a redirect itself and would swap the login page into the polled part."""
+    anonymous = Client(headers={"HX-Request": "true"})
+    page = "http://testserver/sessions/?status=ready"
+    for name in ("session-rows", "session-progress", "session-vault"):
+        url = page_urls(agent, session)[name]
+        response = anonymous.get(url, headers={"HX-Current-URL": page})
+        assert response.status_code == 204, name
+        assert (
+            response["HX-Redirect"] == f"{reverse('webui:login')}?next=/sessions/%3Fstatus%3Dready"
+        )
+        assert not response.content
+
+
 def test_login_form_logs_in_and_lands_on_the_agents(user):
     browser = Client(enforce_csrf_checks=True)
     form = browser.get(reverse("webui:login") + "?next=/pool/")

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import wraps
+from urllib.parse import urlsplit
 
-from django.http import Http404, HttpRequest
+from django.contrib.auth import decorators
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse
 
 from lapsite.errors import NotFound
+
+
+def login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Django's ``login_required``, except for htmx's requests (a page polling a part of
+    itself). htmx follows a redirect itself and would swap the whole login page into that
+    part, so a user no longer logged in gets ``HX-Redirect`` instead: the browser goes to
+    the login form, with the polling page as ``next``."""
+    django_view = decorators.login_required(view)
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if request.user.is_authenticated or "HX-Request" not in request.headers:
+            return django_view(request, *args, **kwargs)
+        page = urlsplit(request.headers.get("HX-Current-URL", "/"))
+        back = page.path + (f"?{page.query}" if page.query else "")
+        response = HttpResponse(status=204)  # htmx swaps nothing for a 204
+        response["HX-Redirect"] = redirect_to_login(back)["Location"]
+        return response
+
+    return checked
 
 
 def page_number(request: HttpRequest) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -14,7 +13,7 @@ from agents.validation import agent_errors
 from lapsite.errors import Conflict, LapError
 from sandboxes.services import session_stats_by_agent
 from webui.forms import AgentForm, SecretFormSet
-from webui.views import get_or_404, page_number, pager
+from webui.views import get_or_404, login_required, page_number, pager
 
 PAGE_SIZE = 50
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -15,7 +14,7 @@ from sandboxes import services
 from sandboxes.models import Session
 from sandboxes.recordings import recording_path
 from webui.forms import SessionFilterForm
-from webui.views import get_or_404, page_number, pager
+from webui.views import get_or_404, login_required, page_number, pager
 
 PAGE_SIZE = 100
 # Bring-up phases in the order a cold start walks them (a warm claim skips some).

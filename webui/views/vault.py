@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from sandboxes.services import session_get
 from vault.services import vault_keys, vault_records_for
-from webui.views import get_or_404
+from webui.views import get_or_404, login_required
 
 LOG_SIZE = 200  # newest records shown
 

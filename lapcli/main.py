@@ -265,12 +265,21 @@ def sessions(env: Environment, agent_name: str | None) -> None:
             str(s.get("id")),
             names.get(str(s.get("agent_id")), str(s.get("agent_id"))[:8]),
             str(s.get("status") or ""),
-            str(s.get("phase") or ""),
+            _phase_shown(s),
             str(s.get("created_at") or ""),
         ]
         for s in found
     ]
     click.echo(_table(rows, ["ID", "AGENT", "STATUS", "PHASE", "CREATED"]))
+
+
+def _phase_shown(session: dict[str, Any]) -> str:
+    """The bring-up phase while it is news: where a creating session is, or where a failed
+    one stopped. A ready or dead session's phase is the last one it reached ("ready"), which
+    beside "dead" would read as if it still were."""
+    if session.get("status") in ("creating", "failed"):
+        return str(session.get("phase") or "")
+    return ""
 
 
 @cli.command(epilog="Example:\n  lap stop 3f2a9c1e-…")

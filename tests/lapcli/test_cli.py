@@ -548,7 +548,27 @@ def test_sessions_for_one_agent_passes_the_filter(api: FakeApi, make_env) -> Non
     assert result.stdout == "no sessions\n"  # the one returned belongs to another agent id
     api.on("GET", "/sessions", [session(agent_id=agent("shell", 500)["id"])])
     listed = invoke(make_env(), "sessions", "--agent", "shell")
-    assert f"{SESSION_ID}  shell  ready   ready" in listed.stdout
+    assert f"{SESSION_ID}  shell  ready" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("status", "phase", "shown"),
+    [
+        ("creating", "starting_vault", "starting_vault"),
+        ("failed", "cloning_repo", "cloning_repo"),
+        ("ready", "ready", ""),
+        ("dead", "ready", ""),
+    ],
+)
+def test_sessions_show_the_phase_only_while_it_is_news(
+    api: FakeApi, make_env, status: str, phase: str, shown: str
+) -> None:
+    api.on("GET", "/agents", paged([agent("shell")]))
+    api.on("GET", "/sessions", [session(status=status, phase=phase)])
+    header, row = invoke(make_env(), "sessions").stdout.splitlines()
+    column = slice(header.index("PHASE"), header.index("CREATED"))
+    assert row[column].strip() == shown
+    assert status in row
 
 
 def test_stop_deletes_the_session_given_as_url(api: FakeApi, make_env) -> None:

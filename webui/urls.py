@@ -19,6 +19,7 @@ urlpatterns = [
     path("agents/", agents.agent_list, name="agent-list"),
     path("agents/new/", agents.agent_form, name="agent-create"),
     path("agents/<str:agent_id>/edit/", agents.agent_form, name="agent-edit"),
+    path("agents/<str:agent_id>/delete/", agents.agent_delete, name="agent-delete"),
     path("agents/<str:agent_id>/sessions/new/", sessions.session_start, name="session-start"),
     path("sessions/", sessions.session_list, name="session-list"),
     path("sessions/rows/", sessions.session_rows, name="session-rows"),

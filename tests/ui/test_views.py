@@ -125,6 +125,7 @@ def test_forms_refuse_posts_without_the_csrf_token(user, agent):
     for url in (
         reverse("webui:agent-create"),
         reverse("webui:session-start", args=[agent.id]),
+        reverse("webui:agent-delete", args=[agent.id]),
         reverse("webui:pool"),
     ):
         assert browser.post(url, agent_post()).status_code == 403, url
@@ -246,6 +247,35 @@ def test_edit_form_masks_stored_secrets_and_keeps_them_unless_replaced(client, a
     assert client.post(url, remove).status_code == 302
     agent.refresh_from_db()
     assert agent.env_vars == {} and agent.env_var_hosts == {}
+
+
+def test_deleting_an_agent_stops_its_sessions_and_lands_on_the_list(
+    client, ready_session, fake_driver
+):
+    agent = ready_session.agent
+    url = reverse("webui:agent-delete", args=[agent.id])
+    edit = client.get(reverse("webui:agent-edit", args=[agent.id])).content.decode()
+    assert f'action="{url}"' in edit and "return confirm(" in edit
+    assert client.get(url).status_code == 405  # POST only
+    response = client.post(url, follow=True)
+    assert response.redirect_chain == [(reverse("webui:agent-list"), 302)]
+    assert "Agent test-agent deleted; its live sessions were stopped." in response.content.decode()
+    assert not Agent.objects.filter(pk=agent.pk).exists()
+    assert not fake_driver.sandboxes  # the session's sandbox was destroyed
+    assert client.post(url).status_code == 404
+
+
+def test_only_who_may_edit_an_agent_may_delete_it(agent, other_user):
+    stranger = Client()
+    stranger.force_login(other_user)
+    assert stranger.post(reverse("webui:agent-delete", args=[agent.id])).status_code == 404
+    assert Agent.objects.filter(pk=agent.pk).exists()
+    other_user.is_staff = True  # staff edit every agent, so they may delete it
+    other_user.save()
+    assert stranger.post(reverse("webui:agent-delete", args=[agent.id])).status_code == 302
+    assert not Agent.objects.filter(pk=agent.pk).exists()
+    html = stranger.get(reverse("webui:agent-create")).content.decode()
+    assert "Delete agent" not in html  # nothing to delete on the new-agent form
 
 
 def test_a_refused_edit_still_shows_the_stored_secrets_as_stored(client, agent):

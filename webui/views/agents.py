@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from agents import services
 from agents.models import Agent
@@ -131,3 +131,13 @@ def agent_form(request: HttpRequest, agent_id: str | None = None) -> HttpRespons
         "retype": retype,
     }
     return render(request, "webui/agent_form.html", context)
+
+
+@login_required
+@require_POST
+def agent_delete(request: HttpRequest, agent_id: str) -> HttpResponse:
+    """Delete the agent as ``DELETE /agents/{id}`` does: its live sessions are stopped first."""
+    agent = get_or_404(services.agent_get, agent_id, request)
+    services.agent_delete(agent)
+    messages.success(request, f"Agent {agent.name} deleted; its live sessions were stopped.")
+    return redirect("webui:agent-list")

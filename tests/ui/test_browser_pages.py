@@ -1,0 +1,56 @@
+"""Page behaviour that needs a browser but no sandbox: the real UI served by Django with the
+FakeDriver behind it, in Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from agents.models import Agent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _database_beside_playwright():
+    """Playwright's sync API keeps an event loop running on the test's thread, which Django
+    takes for an async context; the test's database calls never run on that loop."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+@contextlib.contextmanager
+def logged_in(browser, live_server, path: str) -> Iterator[Page]:
+    """``path`` on the live server, logged in as alice."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(f"{live_server.url}{path}")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "alice-password")
+        page.click("button[type=submit]")
+        yield page
+    finally:
+        context.close()
+
+
+def test_delete_asks_first_then_deletes_the_agent(browser, live_server, agent):
+    with logged_in(browser, live_server, f"/agents/{agent.id}/edit/") as page:
+        asked: list[str] = []
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        page.click("text=Delete agent")
+        assert asked and "Delete this agent?" in asked[0]
+        expect(page).to_have_url(f"{live_server.url}/agents/{agent.id}/edit/")
+        assert Agent.objects.filter(pk=agent.pk).exists()
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("text=Delete agent")
+        expect(page).to_have_url(f"{live_server.url}/agents/")
+        expect(page.locator(".message")).to_have_text(
+            "Agent test-agent deleted; its live sessions were stopped."
+        )
+        assert not Agent.objects.filter(pk=agent.pk).exists()

@@ -15,7 +15,7 @@ from agents.services import agent_create
 from pool.models import PoolTarget
 from sandboxes.models import Session
 from sandboxes.recordings import recording_path
-from sandboxes.services import session_bring_up, session_create, session_fail
+from sandboxes.services import session_bring_up, session_create, session_fail, session_stop
 from tests.conftest import SECRET
 from vault import crypto
 from webui import urls as webui_urls
@@ -405,6 +405,24 @@ def test_session_list_filters_and_its_rows_poll(client, ready_session, user):
     assert "No sessions." in client.get(url, {"agent": "someone-else"}).content.decode()
     rows = client.get(reverse("webui:session-rows"), {"agent": "test-agent"}).content.decode()
     assert "status-ready" in rows and "<html" not in rows
+
+
+def test_an_ended_session_shows_no_phase(client, ready_session):
+    """Its phase stays ``ready`` in the API, which the list must not read as if it were."""
+
+    def phase_cell() -> str:
+        rows = client.get(reverse("webui:session-rows")).content.decode()
+        return re.findall(r'<td class="mono dim">(.*?)</td>', rows)[0]
+
+    assert phase_cell() == "ready"
+    session_stop(ready_session)
+    ready_session.refresh_from_db()
+    assert ready_session.phase == "ready"  # unchanged: the API's field
+    assert phase_cell() == "—"
+    failed = session_create(agent=ready_session.agent, user=ready_session.created_by)
+    session_fail(failed, "the sandbox did not start")
+    html = client.get(reverse("webui:session-list"), {"status": "failed"}).content.decode()
+    assert re.findall(r'<td class="mono dim">(.*?)</td>', html) == ["—"]
 
 
 def test_vault_panel_lists_stubs_and_hosts_never_values(client, ready_session):

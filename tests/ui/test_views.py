@@ -407,6 +407,15 @@ def test_session_list_filters_and_its_rows_poll(client, ready_session, user):
     assert "status-ready" in rows and "<html" not in rows
 
 
+def test_an_invalid_filter_is_ignored_alone(client, ready_session):
+    """A bad ``?status=`` does not drop the agent filter beside it."""
+    for url in (reverse("webui:session-list"), reverse("webui:session-rows")):
+        html = client.get(url, {"agent": "someone-else", "status": "bogus"}).content.decode()
+        assert "No sessions." in html, url
+        html = client.get(url, {"agent": "test-agent", "status": "bogus"}).content.decode()
+        assert str(ready_session.id) in html, url
+
+
 def test_an_ended_session_shows_no_phase(client, ready_session):
     """Its phase stays ``ready`` in the API, which the list must not read as if it were."""
 

@@ -24,7 +24,8 @@ PHASES = [phase for phase in Session.Phase if phase != Session.Phase.READY]
 def _filtered(request: HttpRequest) -> tuple[SessionFilterForm, list[Session], bool]:
     """The filter form, the page's sessions and whether older ones follow."""
     filters = SessionFilterForm(request.GET)
-    query = filters.cleaned_data if filters.is_valid() else {}
+    filters.is_valid()  # an invalid field is left out of cleaned_data; the others still apply
+    query = filters.cleaned_data
     sessions = services.session_list(
         viewer=request.user,
         agent_id=query.get("agent") or None,

@@ -8,6 +8,7 @@ import re
 import pytest
 from django.test import Client
 from django.urls import URLPattern, reverse
+from rest_framework.test import APIClient
 
 from agents.harnesses import harness_ids
 from agents.models import Agent
@@ -146,6 +147,11 @@ def test_creating_an_agent_through_the_form_stores_the_secret_encrypted(client, 
     ("overrides", "field", "message"),
     [
         ({"repo_url": "http://example.com/r.git"}, "repo_url", "must be an https:// URL"),
+        (
+            {"repo_url": "https://me:ghp_x@github.com/r.git"},
+            "repo_url",
+            "must not contain credentials; put the token in “Secrets”",
+        ),
         ({"branch": "-x"}, "branch", "not a valid branch name"),
         ({"harness_id": "nope"}, "harness_id", "Select a valid choice"),
         ({"allow_out": "not a host!"}, "allow_out", "not a host, *.wildcard, IP or CIDR"),
@@ -173,6 +179,22 @@ def test_invalid_agent_shows_the_message_on_its_field(client, overrides, field, 
         block = html[start : html.index("</div>", start)]
     assert message in block, (field, errors_of(html))
     assert NEW_SECRET not in html  # a typed value is never echoed back
+
+
+def test_form_messages_name_the_forms_fields_not_the_apis(client):
+    """The API says ``env_vars``; the form calls that field “Secrets”."""
+    response = client.post(
+        reverse("webui:agent-create"), agent_post(repo_url="https://me:ghp_x@github.com/r.git")
+    )
+    assert "env_vars" not in response.content.decode()
+    api = APIClient()
+    api.force_authenticate(response.wsgi_request.user)
+    answer = api.post(
+        "/api/v1/managed_agents/agents",
+        {"name": "api-agent", "harness_id": "shell", "repo_url": "https://me:x@github.com/r"},
+        format="json",
+    )
+    assert answer.status_code == 400 and "put the token in env_vars" in answer.content.decode()
 
 
 def test_blank_secret_rows_are_ignored_and_a_row_without_a_name_is_refused(client, agent):

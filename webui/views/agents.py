@@ -81,10 +81,10 @@ def _save(request: HttpRequest, agent: Agent | None, changes: dict) -> Agent:
 
 
 def _in_form_words(problem: str) -> str:
-    """A validation message about the secrets, naming fields by their labels on the form
-    ("Allowed egress") rather than as the API does (``allow_out``)."""
+    """A validation message naming fields by their names on the form ("Allowed egress",
+    "Secrets") rather than as the API does (``allow_out``, ``env_vars``)."""
     label = AgentForm.base_fields["allow_out"].label
-    return problem.replace("allow_out", f"“{label}”")
+    return problem.replace("allow_out", f"“{label}”").replace("env_vars", "“Secrets”")
 
 
 @login_required
@@ -99,8 +99,9 @@ def agent_form(request: HttpRequest, agent_id: str | None = None) -> HttpRespons
         if form.is_valid() and secrets.is_valid():
             changes = _changes(form, secrets)
             for field, problems in _problems(agent, changes).items():
+                problems = [_in_form_words(problem) for problem in problems]
                 if field in AgentForm.SECRET_KEYS:
-                    secret_errors.extend(_in_form_words(problem) for problem in problems)
+                    secret_errors.extend(problems)
                 else:
                     form.add_error(field, problems)
             if form.is_valid() and not secret_errors:

@@ -214,6 +214,7 @@
       const response = await post("message_stream", { text }, inFlight.signal);
       if (!response.ok) {
         const problem = await response.json().catch(() => ({}));
+        if (response.status === 409) document.dispatchEvent(new Event("lap:session-changed"));
         throw new Error(problem.error || `the platform answered ${response.status}`);
       }
       await readEvents(response, turn);

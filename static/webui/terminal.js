@@ -82,6 +82,7 @@
       if (exited) return;
       if (FINAL_CLOSES[event.code]) {
         show(`disconnected: ${event.reason || FINAL_CLOSES[event.code]}`, "error");
+        if (event.code === 4409) document.dispatchEvent(new Event("lap:session-changed"));
         return;
       }
       // A network blip, a platform restart or the sandbox going away: try again, slower each time.

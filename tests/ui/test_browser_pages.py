@@ -4,12 +4,14 @@ FakeDriver behind it, in Chromium."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocketRoute, expect
 
 from agents.models import Agent
+from sandboxes.services import session_stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,11 +26,14 @@ def _database_beside_playwright():
 
 
 @contextlib.contextmanager
-def logged_in(browser, live_server, path: str) -> Iterator[Page]:
-    """``path`` on the live server, logged in as alice."""
+def logged_in(browser, live_server, path: str, tty=None) -> Iterator[Page]:
+    """``path`` on the live server, logged in as alice; ``tty`` answers the terminal's
+    WebSocket (the live server speaks no WebSocket)."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     try:
+        if tty:
+            page.route_web_socket(re.compile(r".*/tty$"), tty)
         page.goto(f"{live_server.url}{path}")
         page.fill("#id_username", "alice")
         page.fill("#id_password", "alice-password")
@@ -54,3 +59,21 @@ def test_delete_asks_first_then_deletes_the_agent(browser, live_server, agent):
             "Agent test-agent deleted; its live sessions were stopped."
         )
         assert not Agent.objects.filter(pk=agent.pk).exists()
+
+
+def test_the_status_badge_follows_a_session_stopped_elsewhere(browser, live_server, ready_session):
+    """The terminal is refused with 4409 (not running): the badge asks the API once."""
+    attached: list[WebSocketRoute] = []
+    with logged_in(
+        browser, live_server, f"/sessions/{ready_session.id}/", lambda ws: attached.append(ws)
+    ) as page:
+        badge = page.locator("#session-status .status")
+        expect(badge).to_have_text("ready")
+        expect(page.locator("#terminal-state")).to_have_text("connected")
+        session_stop(ready_session)  # as from another tab, or `lap stop`
+        attached[-1].close(code=4409, reason="the session is not running")
+        expect(page.locator("#terminal-state")).to_have_text(
+            "disconnected: the session is not running"
+        )
+        expect(badge).to_have_text("dead")
+        expect(badge).to_have_class("status status-dead")

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, Route, expect
 
 from agents.services import agent_create
 from sandboxes.models import Session
-from sandboxes.services import session_bring_up, session_create
+from sandboxes.services import session_bring_up, session_create, session_stop
 from tests.ui.conftest import screenshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -162,6 +162,26 @@ def test_restart_shows_the_session_coming_up_again(browser, live_server, chat_se
         expect(page.locator(".session-main h2")).to_have_text("Starting…")
         expect(page.locator("#chat")).to_have_count(0)
         assert sent == [f"{api}/restart"]
+
+
+def test_the_status_badge_follows_a_session_stopped_elsewhere(browser, live_server, chat_session):
+    """A message refused with 409 (the session is not running): the badge asks the API."""
+
+    def answer(route: Route) -> None:
+        if route.request.method == "GET":
+            route.fulfill(json=HISTORY)
+            return
+        route.fulfill(status=409, json={"error": "session is dead", "code": "not_ready"})
+
+    with chat_page(browser, live_server, chat_session, answer) as page:
+        badge = page.locator("#session-status .status")
+        expect(badge).to_have_text("ready")
+        expect(page.locator("#chat-send")).to_be_enabled()
+        session_stop(chat_session)  # as from another tab, or `lap stop`
+        page.fill("#chat-input", "hello?")
+        page.keyboard.press("Enter")
+        expect(page.locator("#chat-log")).to_contain_text("session is dead")
+        expect(badge).to_have_text("dead")
 
 
 def test_a_message_waits_for_the_history(browser, live_server, chat_session):

@@ -33,7 +33,7 @@ def test_a_csrf_failure_says_to_reload_the_page(user):
     assert response.status_code == 403
     html = response.content.decode()
     assert SITE_LAYOUT in html and 'aria-label="Main"' in html
-    assert "Nothing was saved" in html and "Reload the page and try again." in html
+    assert "Nothing was saved" in html and "reload its page and try again." in html
     assert "CSRF verification failed" not in html
 
 

@@ -3,7 +3,9 @@ install`: the browser comes from scripts/install-system-deps)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,30 @@ def screenshot(page, name: str) -> None:
     """Save what the page shows now as ``SCREENSHOTS/<name>.png``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+@pytest.fixture(scope="module")
+def database_beside_playwright():
+    """Playwright's sync API keeps an event loop running on the test's thread, which Django
+    takes for an async context; the test's database calls never run on that loop."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+@contextlib.contextmanager
+def logged_in_page(browser, live_server, path: str, prepare: Callable | None = None) -> Iterator:
+    """``path`` on the live server in a new browser context, logged in as alice; ``prepare``
+    gets the page first (to answer some of its requests with ``page.route``)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        if prepare:
+            prepare(page)
+        page.goto(f"{live_server.url}{path}")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "alice-password")
+        page.click("button[type=submit]")
+        yield page
+    finally:
+        context.close()

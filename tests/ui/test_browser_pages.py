@@ -3,44 +3,30 @@ FakeDriver behind it, in Chromium."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, WebSocketRoute, expect
+from playwright.sync_api import WebSocketRoute, expect
 
 from agents.models import Agent
 from sandboxes.services import session_stop
+from tests.ui.conftest import logged_in_page
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _database_beside_playwright():
-    """Playwright's sync API keeps an event loop running on the test's thread, which Django
-    takes for an async context; the test's database calls never run on that loop."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("database_beside_playwright"),
+]
 
 
-@contextlib.contextmanager
-def logged_in(browser, live_server, path: str, tty=None) -> Iterator[Page]:
-    """``path`` on the live server, logged in as alice; ``tty`` answers the terminal's
-    WebSocket (the live server speaks no WebSocket)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    try:
-        if tty:
-            page.route_web_socket(re.compile(r".*/tty$"), tty)
-        page.goto(f"{live_server.url}{path}")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "alice-password")
-        page.click("button[type=submit]")
-        yield page
-    finally:
-        context.close()
+def logged_in(browser, live_server, path: str, tty=None):
+    """``path`` logged in as alice; ``tty`` answers the terminal's WebSocket (the live server
+    speaks no WebSocket)."""
+    return logged_in_page(
+        browser,
+        live_server,
+        path,
+        (lambda page: page.route_web_socket(re.compile(r".*/tty$"), tty)) if tty else None,
+    )
 
 
 def test_delete_asks_first_then_deletes_the_agent(browser, live_server, agent):

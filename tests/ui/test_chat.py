@@ -8,20 +8,22 @@ real Agent SDK session.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Route, expect
 
 from agents.services import agent_create
 from sandboxes.models import Session
 from sandboxes.services import session_bring_up, session_create, session_stop
-from tests.ui.conftest import screenshot
+from tests.ui.conftest import logged_in_page, screenshot
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("database_beside_playwright"),
+]
 
 HISTORY = [
     {
@@ -68,15 +70,6 @@ REPLY = sse(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _database_beside_playwright():
-    """Playwright's sync API keeps an event loop running on the test's thread, which Django
-    takes for an async context; the test's database calls never run on that loop."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield
-
-
 @pytest.fixture
 def chat_session(user):
     agent = agent_create(user=user, name="chat-agent", harness_id="opencode")
@@ -85,20 +78,14 @@ def chat_session(user):
     return session
 
 
-@contextlib.contextmanager
-def chat_page(browser, live_server, session, answer: Callable[[Route], None]) -> Iterator[Page]:
+def chat_page(browser, live_server, session, answer: Callable[[Route], None]):
     """The session's page, logged in as alice, with its API requests answered by ``answer``."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    try:
-        page.route(f"**/api/v1/managed_agents/sessions/{session.id}/*", answer)
-        page.goto(f"{live_server.url}/sessions/{session.id}/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "alice-password")
-        page.click("button[type=submit]")
-        yield page
-    finally:
-        context.close()
+    return logged_in_page(
+        browser,
+        live_server,
+        f"/sessions/{session.id}/",
+        lambda page: page.route(f"**/api/v1/managed_agents/sessions/{session.id}/*", answer),
+    )
 
 
 def test_chat_shows_history_streams_a_reply_and_folds_tool_calls(

@@ -74,6 +74,12 @@ class AgentAdmin(admin.ModelAdmin):
         else:
             obj.pk = services.agent_create(user=request.user, **fields).pk
 
+    def get_deleted_objects(self, objs, request):
+        # Sessions (and their records) go with their agent, and agent_delete stops them
+        # first; the admin's refusal to delete sessions on their own must not block that.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
     def delete_model(self, request, obj: Agent) -> None:
         services.agent_delete(obj)
 

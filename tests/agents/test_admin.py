@@ -88,3 +88,26 @@ def test_sandbox_admin_is_read_only_and_hides_token(admin_client, ready_session)
     assert page.status_code == 200
     assert sandbox.runner_token not in page.content.decode()
     assert admin_client.get("/admin/sandboxes/sandbox/add/").status_code == 403
+
+
+def test_admin_deletes_agent_with_sessions_stopping_them(admin_client, ready_session, fake_driver):
+    # The admin cannot delete sessions itself, but deleting their agent goes through
+    # agent_delete, which stops them first: that must not be refused for want of it.
+    agent = ready_session.agent
+    page = admin_client.get(f"/admin/agents/agent/{agent.pk}/delete/")
+    assert "Cannot delete" not in page.content.decode()
+    response = admin_client.post(f"/admin/agents/agent/{agent.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Agent.objects.filter(pk=agent.pk).exists()
+    assert not fake_driver.sandboxes
+
+
+def test_admin_bulk_deletes_agents_with_sessions(admin_client, ready_session, fake_driver):
+    agent = ready_session.agent
+    response = admin_client.post(
+        "/admin/agents/agent/",
+        {"action": "delete_selected", "_selected_action": [str(agent.pk)], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not Agent.objects.filter(pk=agent.pk).exists()
+    assert not fake_driver.sandboxes

@@ -23,6 +23,10 @@ EDITABLE = (
 )
 
 
+def _is_host_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(host, str) for host in value)
+
+
 class AgentAdminForm(forms.ModelForm):
     """Edits everything but secret values, which the admin never shows or takes."""
 
@@ -31,6 +35,28 @@ class AgentAdminForm(forms.ModelForm):
     class Meta:
         model = Agent
         fields = EDITABLE
+
+    # The JSON boxes take any JSON; the shape is checked before agent_errors, which expects
+    # the API's (a dict there, or a string, would be read key by key or char by char).
+    def clean_env_var_hosts(self) -> dict | None:
+        hosts = self.cleaned_data["env_var_hosts"]
+        if hosts is not None and not (
+            isinstance(hosts, dict) and all(_is_host_list(value) for value in hosts.values())
+        ):
+            raise forms.ValidationError('must map names to lists of hosts: {"NAME": ["host"]}')
+        return hosts
+
+    def clean_allow_out(self) -> list | None:
+        return self._host_list("allow_out")
+
+    def clean_deny_out(self) -> list | None:
+        return self._host_list("deny_out")
+
+    def _host_list(self, field: str) -> list | None:
+        rules = self.cleaned_data[field]
+        if rules is not None and not _is_host_list(rules):
+            raise forms.ValidationError('must be a list of hosts: ["host", "*.example.com"]')
+        return rules
 
     def clean(self) -> dict:
         data = super().clean()

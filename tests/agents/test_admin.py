@@ -111,3 +111,45 @@ def test_admin_bulk_deletes_agents_with_sessions(admin_client, ready_session, fa
     assert response.status_code == 302
     assert not Agent.objects.filter(pk=agent.pk).exists()
     assert not fake_driver.sandboxes
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("env_var_hosts", "[1, 2]"),
+        ("env_var_hosts", '"api.github.com"'),
+        ("env_var_hosts", "123"),
+        ("env_var_hosts", '{"GITHUB_TOKEN": null}'),
+        ("env_var_hosts", '{"GITHUB_TOKEN": "api.github.com"}'),
+        ("env_var_hosts", '{"GITHUB_TOKEN": [{"host": 1}]}'),
+        ("allow_out", '{"api.github.com": 1}'),
+        ("allow_out", '"api.github.com"'),
+        ("allow_out", "[1]"),
+        ("allow_out", "[null]"),
+        ("allow_out", "123"),
+        ("deny_out", '{"evil.example": 1}'),
+        ("deny_out", "[{}]"),
+        ("deny_out", "[1]"),
+    ],
+)
+def test_admin_refuses_wrongly_shaped_json(admin_client, agent, field, value):
+    # JSON of the wrong shape is a field error, never a 500 and never stored (a dict or a
+    # string in allow_out would reach the vault as egress rules).
+    form = {
+        "name": agent.name,
+        "harness_id": "shell",
+        "repo_url": "",
+        "branch": "main",
+        "env_var_hosts": '{"GITHUB_TOKEN": ["api.github.com"]}',
+        "allow_out": "[]",
+        "deny_out": "[]",
+    }
+    response = admin_client.post(f"/admin/agents/agent/{agent.pk}/change/", {**form, field: value})
+    assert response.status_code == 200
+    assert "errorlist" in response.content.decode()
+    stored = Agent.objects.get(pk=agent.pk)
+    assert (stored.env_var_hosts, stored.allow_out, stored.deny_out) == (
+        agent.env_var_hosts,
+        agent.allow_out,
+        agent.deny_out,
+    )

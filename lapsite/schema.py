@@ -54,6 +54,7 @@ _DESCRIPTIONS = {
     404: "not found",
     409: "conflict with the current state",
     413: "too large (the message names the limit)",
+    415: "the body is not JSON (`Content-Type` must be `application/json`)",
     502: "the harness in the sandbox failed",
     503: "a backend is unavailable",
 }
@@ -66,6 +67,24 @@ def errors(*statuses: int) -> dict[int, OpenApiResponse]:
         status: OpenApiResponse(ErrorSerializer, description=_DESCRIPTIONS[status])
         for status in sorted({401, 503, *statuses})
     }
+
+
+def document_unsupported_media_type(result, generator, request, public):
+    """A drf-spectacular postprocessing hook: every operation that takes a body answers 415
+    to one that is not JSON (the only parser, ``lapsite.parsers.JSONParser``), whatever the
+    view; documented here once rather than in each ``@extend_schema``."""
+    error = {"$ref": "#/components/schemas/Error"}
+    for operations in result["paths"].values():
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation["responses"].setdefault(
+                    "415",
+                    {
+                        "description": _DESCRIPTIONS[415],
+                        "content": {"application/json": {"schema": error}},
+                    },
+                )
+    return result
 
 
 class MasterKeyScheme(OpenApiAuthenticationExtension):

@@ -188,6 +188,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Compatible with LiteLLM Agent Platform clients.",
     "VERSION": "1.0.0",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",  # the default, kept
+        "lapsite.schema.document_unsupported_media_type",
+    ],
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # Swagger UI's assets are served from the package, never from a CDN at run time.

@@ -46,3 +46,10 @@ def test_put_needs_targets(api_client):
 
 def test_needs_credentials(anon_client):
     assert anon_client.get(URL).status_code == 401
+
+
+def test_put_refuses_a_body_that_is_not_json(api_client):
+    # The schema documents the 415 (checked by tests/schema_conformance.py on every reply).
+    reply = api_client.put(URL, "targets=1", content_type="application/x-www-form-urlencoded")
+    assert reply.status_code == 415
+    assert reply.json()["code"] == "unsupported_media_type"

@@ -53,13 +53,18 @@ class SessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def secret_names(self, session: Session) -> str:
         return ", ".join(sorted(session.env_vars)) or "—"
 
-    @admin.action(description="Stop selected sessions")
+    @admin.action(description="Stop selected sessions", permissions=["stop"])
     def stop_sessions(self, request, queryset) -> None:
         stopped = sum(services.session_stop(session) for session in queryset)
         self.message_user(request, f"Stopped {stopped} session(s).", messages.SUCCESS)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_stop_permission(self, request) -> bool:
+        # The form is read-only for everyone, but stopping is a change: a user who may only
+        # view sessions must not stop them.
+        return request.user.has_perm("sandboxes.change_session")
 
 
 @admin.register(Sandbox)

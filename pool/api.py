@@ -37,7 +37,8 @@ class PoolTargetsSerializer(serializers.Serializer):
     def validate_targets(self, targets: dict[str, int]) -> dict[str, int]:
         problems = services.pool_target_errors(targets)
         if problems:
-            raise serializers.ValidationError(problems)
+            # One list of messages per harness, the shape DRF's own checks give.
+            raise serializers.ValidationError({h: [m] for h, m in problems.items()})
         return targets
 
 

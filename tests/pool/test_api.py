@@ -35,7 +35,9 @@ def test_put_validates_harness_ids_and_bounds(api_client, settings, targets, fie
     assert reply.status_code == 400
     body = reply.json()
     assert body["code"] == "invalid"
-    assert field in body["fields"]["targets"]
+    # A list of messages per harness, as DRF's own checks (the minimum) give it.
+    (message,) = body["fields"]["targets"][field]
+    assert body["error"] == f"targets: {field}: {message}"
 
 
 def test_put_needs_targets(api_client):

@@ -69,21 +69,19 @@ def errors(*statuses: int) -> dict[int, OpenApiResponse]:
     }
 
 
-def document_unsupported_media_type(result, generator, request, public):
-    """A drf-spectacular postprocessing hook: every operation that takes a body answers 415
-    to one that is not JSON (the only parser, ``lapsite.parsers.JSONParser``), whatever the
-    view; documented here once rather than in each ``@extend_schema``."""
-    error = {"$ref": "#/components/schemas/Error"}
+def document_body_errors(result, generator, request, public):
+    """A drf-spectacular postprocessing hook: every operation that takes a body answers 413
+    to one over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` and 415 to one that is not JSON (the only
+    parser, ``lapsite.parsers.JSONParser``), whatever the view; documented here once rather
+    than in each ``@extend_schema``."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     for operations in result["paths"].values():
         for operation in operations.values():
             if "requestBody" in operation:
-                operation["responses"].setdefault(
-                    "415",
-                    {
-                        "description": _DESCRIPTIONS[415],
-                        "content": {"application/json": {"schema": error}},
-                    },
-                )
+                for status in (413, 415):
+                    operation["responses"].setdefault(
+                        str(status), {"description": _DESCRIPTIONS[status], **error}
+                    )
     return result
 
 

@@ -55,3 +55,14 @@ def test_put_refuses_a_body_that_is_not_json(api_client):
     reply = api_client.put(URL, "targets=1", content_type="application/x-www-form-urlencoded")
     assert reply.status_code == 415
     assert reply.json()["code"] == "unsupported_media_type"
+
+
+def test_put_refuses_a_body_too_large(api_client, settings):
+    # The schema documents the 413 too (the message names the limit).
+    reply = api_client.put(
+        URL,
+        b'{"targets": {"shell": 1}, "x": "' + b"a" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE) + b'"}',
+        content_type="application/json",
+    )
+    assert reply.status_code == 413
+    assert reply.json()["code"] == "too_large"

@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from accounts.models import ApiToken
+from lapsite.admin import SecretLookupsRefused
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(SecretLookupsRefused, admin.ModelAdmin):
     """Tokens can be looked at (by prefix, never the token) and revoked (deleted); they are
     made with ``manage.py lap_token``, the one place a new token is shown."""
 

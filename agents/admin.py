@@ -7,6 +7,7 @@ from agents import services
 from agents.harnesses import harness_ids
 from agents.models import Agent
 from agents.validation import agent_errors
+from lapsite.admin import SecretLookupsRefused
 from vault import crypto
 
 EDITABLE = (
@@ -78,7 +79,7 @@ class AgentAdminForm(forms.ModelForm):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(SecretLookupsRefused, admin.ModelAdmin):
     form = AgentAdminForm
     list_display = ("name", "harness_id", "model", "secret_names", "created_by", "created_at")
     list_filter = ("harness_id",)

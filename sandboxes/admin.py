@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from lapsite.admin import SecretLookupsRefused
 from sandboxes import services
 from sandboxes.models import Sandbox, Session, SessionMessage
 
@@ -23,7 +24,7 @@ class SessionMessageInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Session)
-class SessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class SessionAdmin(SecretLookupsRefused, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "agent", "harness_id", "status", "phase", "created_at", "last_seen_at")
     list_filter = ("status", "harness_id", "agent")
     search_fields = ("id", "title", "agent__name", "failure_reason")
@@ -68,7 +69,7 @@ class SessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Sandbox)
-class SandboxAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class SandboxAdmin(SecretLookupsRefused, ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "session",

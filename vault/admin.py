@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from lapsite.admin import SecretLookupsRefused
 from vault.models import InterceptionRecord, SandboxVault, SecurityEvent, VaultKey
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(SecretLookupsRefused, admin.ModelAdmin):
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 

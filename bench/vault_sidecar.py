@@ -40,19 +40,20 @@ def _timed(fn) -> float:
 
 def _measure(url: str, verify: ssl.SSLContext, proxy: str | None, pid: int | None, stub: str):
     headers = {"Authorization": f"Bearer {stub}"}
+    proxy_pids = [pid] if pid else []  # direct requests: no proxy, no CPU to count
     with httpx.Client(verify=verify, proxy=proxy) as client:
         first = _timed(lambda: client.get(url, headers=headers).raise_for_status())
         for _ in range(20):
             client.get(url, headers=headers)
-        cpu0 = cpu_seconds([pid]) if pid else 0.0
+        cpu0 = cpu_seconds(proxy_pids)
         keep = [_timed(lambda: client.get(url, headers=headers)) for _ in range(KEEPALIVE)]
-        cpu = (cpu_seconds([pid]) - cpu0) / KEEPALIVE * 1000 if pid else 0.0
+        cpu = (cpu_seconds(proxy_pids) - cpu0) / KEEPALIVE * 1000
     fresh = []
-    cpu0 = cpu_seconds([pid]) if pid else 0.0
+    cpu0 = cpu_seconds(proxy_pids)
     for _ in range(NEW_CONN):
         with httpx.Client(verify=verify, proxy=proxy) as client:
             fresh.append(_timed(lambda c=client: c.get(url, headers=headers)))
-    cpu_new = (cpu_seconds([pid]) - cpu0) / NEW_CONN * 1000 if pid else 0.0
+    cpu_new = (cpu_seconds(proxy_pids) - cpu0) / NEW_CONN * 1000
     return {
         "p50": percentile(keep, 0.5),
         "p99": percentile(keep, 0.99),
